@@ -1,0 +1,1 @@
+"""mindrlhf.parallel."""

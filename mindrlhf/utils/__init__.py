@@ -1,0 +1,1 @@
+"""mindrlhf.utils."""

@@ -1,0 +1,30 @@
+"""Install mindrlhf: `pip install -e .` (runtime) or `pip install -e ".[test]"` (with test references)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="mindrlhf",
+    version="0.1.0",
+    description="MindSpore-native RLHF (SFT, reward model, PPO) for Llama2-class models",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["mindrlhf", "mindrlhf.*"]),
+    install_requires=[
+        "mindspore==2.10.0",
+        "numpy<2",  # numpy 2 breaks MindSpore 2.10 PyNative ops
+        "pyyaml",
+        "tqdm",
+        "sentencepiece",
+        "safetensors",
+    ],
+    extras_require={
+        # Test-time references only; never imported by mindrlhf itself.
+        # torch is pinned exactly: this machine image carries its CPU wheel, a range pulls a CUDA build.
+        "test": ["pytest", "ruff", "torch==2.13.0", "transformers"],
+        # Optional niceties, imported lazily where used.
+        "extras": ["tensorboardX", "matplotlib"],
+        # Never required: MindFormers can read our checkpoints and we read its YAMLs without it.
+        "mindformers": ["mindformers"],
+    },
+)
