@@ -1,1 +1,35 @@
-"""MindRLHF."""
+"""MindRLHF: MindSpore-native RLHF (SFT, reward model, PPO) for Llama2-class models.
+
+Public API (imported lazily, so `mindrlhf.data` and `mindrlhf.algorithms` stay usable without loading MindSpore):
+    mindrlhf.LlamaConfig, mindrlhf.LlamaForCausalLM, mindrlhf.LlamaModel
+    mindrlhf.load_checkpoint(model, path), mindrlhf.save_checkpoint(model, path)
+    mindrlhf.load_run_config(path)
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "LlamaConfig": "mindrlhf.models.llama.config",
+    "LlamaModel": "mindrlhf.models.llama.model",
+    "LlamaForCausalLM": "mindrlhf.models.llama.model",
+    "KVCache": "mindrlhf.models.llama.model",
+    "load_checkpoint": "mindrlhf.utils.checkpoint",
+    "save_checkpoint": "mindrlhf.utils.checkpoint",
+    "CheckpointError": "mindrlhf.utils.checkpoint",
+    "ConfigError": "mindrlhf.configs.loader",
+    "load_run_config": "mindrlhf.configs.run_config",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mindrlhf' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

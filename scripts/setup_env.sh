@@ -14,8 +14,12 @@ STAMP="$VENV/.mindrlhf-installed"
 WANT="$(cat "$ROOT/setup.py" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "[setup] installing mindrlhf and its test extras into $VENV (about a minute)"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[test,extras]"
+  LOG="$VENV/install.log"
+  if ! { "$VENV/bin/python" -m pip install --upgrade pip && "$VENV/bin/python" -m pip install -e "$ROOT[test,extras]"; } >"$LOG" 2>&1; then
+    tail -n 30 "$LOG" >&2
+    echo "[setup] pip install failed; full log: $LOG" >&2
+    exit 1
+  fi
   echo "$WANT" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"   # msrun starts workers with the first python on PATH

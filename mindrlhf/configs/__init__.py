@@ -9,4 +9,11 @@ from mindrlhf.configs.loader import (
     parse_overrides,
 )
 
-__all__ = ["ConfigError", "apply_overrides", "dataclass_from_dict", "get_section", "load_yaml", "parse_overrides"]
+__all__ = [
+    "ConfigError",
+    "apply_overrides",
+    "dataclass_from_dict",
+    "get_section",
+    "load_yaml",
+    "parse_overrides",
+]

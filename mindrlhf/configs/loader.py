@@ -49,7 +49,9 @@ def load_yaml(path: str) -> Dict[str, Any]:
     return data
 
 
-def get_section(data: Dict[str, Any], dotted: str, source: Optional[str] = None, required: bool = True) -> Any:
+def get_section(
+    data: Dict[str, Any], dotted: str, source: Optional[str] = None, required: bool = True
+) -> Any:
     """`get_section(d, "model.model_config")` -> d["model"]["model_config"], with a clear error when missing."""
     node: Any = data
     walked = []
@@ -166,7 +168,11 @@ def dataclass_from_dict(
             raise ConfigError(f"unknown field (known fields: {known})", source, name)
         kwargs[key] = _check_value(value, hints[key], source, name)
     for key, f in fields.items():
-        if key not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        if (
+            key not in kwargs
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ):
             name = f"{prefix}.{key}" if prefix else key
             raise ConfigError("required field is missing", source, name)
     try:

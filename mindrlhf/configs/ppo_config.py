@@ -1,0 +1,230 @@
+"""PPOConfig: every PPO hyper-parameter in one typed, validated dataclass (TRL's `*_config.py` shape).
+
+Load with `PPOConfig.from_yaml("model_configs/ppo_config.yaml", overrides=["--cliprange", "0.3"])`. Unknown keys
+are errors (a typo must not silently fall back to a default). Loss-scale settings are not here: they come from
+the model run YAML's `runner_wrapper.scale_sense`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Dict, Iterable, Mapping, Optional, Union
+
+from mindrlhf.algorithms.ppo_math import KL_ESTIMATORS
+from mindrlhf.configs.loader import ConfigError, apply_overrides, dataclass_from_dict, load_yaml, parse_overrides
+
+LR_DECAYS = ("cosine", "linear", "constant")
+
+
+@dataclasses.dataclass
+class PPOConfig:
+    """PPO-RLHF hyper-parameters. One iteration = 1. generate, 2. score, 3. advantages, 4. optimise."""
+
+    # --- schedule -------------------------------------------------------------------------------------------
+    rollout_batch_size: int = 8
+    """Prompts per iteration; one response is sampled per prompt, giving this many experiences."""
+    mini_batch_size: int = 4
+    """Experiences per optimiser step; must divide rollout_batch_size."""
+    ppo_epochs: int = 1
+    """Passes over one iteration's experiences (each pass reshuffles the mini-batches)."""
+    num_iterations: int = 100
+    """Iterations (generate -> score -> advantages -> optimise) in the whole run."""
+
+    # --- lengths --------------------------------------------------------------------------------------------
+    max_prompt_length: int = 64
+    """Prompts are left-truncated/padded to this many tokens."""
+    max_new_tokens: int = 64
+    """Most response tokens sampled per prompt (generation stops earlier at EOS)."""
+    seq_length: int = 128
+    """Model sequence length; must be >= max_prompt_length + max_new_tokens."""
+
+    # --- sampling -------------------------------------------------------------------------------------------
+    temperature: float = 1.0
+    """Sampling temperature (> 0). Log-probs for the KL and the ratio are computed at this same temperature."""
+    top_k: int = 0
+    """Keep the k most likely tokens when sampling; 0 disables."""
+    top_p: float = 1.0
+    """Nucleus sampling mass in (0, 1]; 1.0 disables."""
+
+    # --- rewards and advantages -----------------------------------------------------------------------------
+    gamma: float = 1.0
+    """Discount factor in [0, 1] for GAE."""
+    lam: float = 0.95
+    """GAE lambda in [0, 1]: 0 = one-step TD, 1 = Monte-Carlo advantage."""
+    kl_estimator: str = "k1"
+    """Per-token KL(pi || pi_ref) estimator in the reward: k1 (log ratio), k2/mse, k3, abs."""
+    init_kl_coef: float = 0.05
+    """KL penalty coefficient beta (start value when adaptive_kl); reward_t = -beta * KL_t (+ score at the end)."""
+    adaptive_kl: bool = False
+    """Adapt beta towards kl_target (Ziegler et al. 2019); otherwise beta stays init_kl_coef."""
+    kl_target: float = 6.0
+    """Target per-sequence KL (nats) for the adaptive controller (> 0)."""
+    kl_horizon: int = 10000
+    """Adaptive controller horizon in sequences (> 0): beta *= 1 + clip(KL/target - 1, +-0.2) * B / horizon."""
+    normalize_scores: bool = False
+    """Normalise reward-model scores with running mean/std (saved with the checkpoint) before score_clip."""
+    score_clip: Optional[float] = None
+    """Clip (normalised) scores to [-score_clip, score_clip]; null disables; > 0 when set."""
+    whiten_advantages: bool = True
+    """Whiten advantages over the response tokens of each rollout batch."""
+
+    # --- losses ---------------------------------------------------------------------------------------------
+    cliprange: float = 0.2
+    """PPO ratio clip epsilon, in (0, 1)."""
+    cliprange_value: float = 0.2
+    """Value clip: new values stay within +- this of the rollout's values in the clipped term (> 0)."""
+    vf_coef: float = 0.1
+    """Critic loss weight (>= 0); the critic loss is 0.5 * clipped squared error."""
+    entropy_coef: float = 0.0
+    """Entropy bonus weight (>= 0): actor loss -= entropy_coef * mean entropy."""
+    ptx_coef: float = 0.0
+    """Pre-training (ptx) loss weight (>= 0) mixed into the actor loss; 0 disables it (InstructGPT's PPO-ptx)."""
+
+    # --- optimisation ---------------------------------------------------------------------------------------
+    actor_lr: float = 1e-6
+    """Peak learning rate of the actor (> 0)."""
+    critic_lr: float = 5e-6
+    """Peak learning rate of the critic (> 0)."""
+    warmup_steps: int = 0
+    """Linear warm-up, in optimiser steps (>= 0, at most the total optimiser steps)."""
+    lr_decay: str = "cosine"
+    """Schedule after warm-up: cosine, linear or constant."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of the peak, in [0, 1] (ignored by 'constant')."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay (>= 0)."""
+    adam_beta1: float = 0.9
+    """Adam beta1, in [0, 1)."""
+    adam_beta2: float = 0.95
+    """Adam beta2, in [0, 1)."""
+    adam_eps: float = 1e-8
+    """Adam epsilon (> 0)."""
+    max_grad_norm: Optional[float] = 1.0
+    """Clip the global gradient norm of each model to this (> 0); null disables."""
+
+    # --- run ------------------------------------------------------------------------------------------------
+    seed: int = 1234
+    """Seed for sampling, shuffling and initialisation (>= 0)."""
+    save_interval: int = 0
+    """Save a checkpoint every this many iterations (>= 0); 0 saves only at the end."""
+    log_interval: int = 1
+    """Log metrics every this many iterations (>= 1)."""
+    logging_dir: str = "output/ppo"
+    """Directory for metrics and checkpoints."""
+    metrics_file: str = "metrics.jsonl"
+    """Metrics file name inside logging_dir (one JSON object per logged iteration)."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"must be a finite number, got {value}", field=f.name)
+        for name in (
+            "rollout_batch_size",
+            "mini_batch_size",
+            "ppo_epochs",
+            "num_iterations",
+            "max_prompt_length",
+            "max_new_tokens",
+            "seq_length",
+            "kl_horizon",
+            "log_interval",
+        ):
+            _require(self, name, getattr(self, name) >= 1, "must be >= 1")
+        for name in ("top_k", "warmup_steps", "save_interval", "seed"):
+            _require(self, name, getattr(self, name) >= 0, "must be >= 0")
+
+        _require(
+            self,
+            "mini_batch_size",
+            self.rollout_batch_size % self.mini_batch_size == 0,
+            f"must divide rollout_batch_size ({self.rollout_batch_size})",
+        )
+        _require(
+            self,
+            "seq_length",
+            self.max_prompt_length + self.max_new_tokens <= self.seq_length,
+            f"must be >= max_prompt_length + max_new_tokens ({self.max_prompt_length} + {self.max_new_tokens})",
+        )
+
+        _require(self, "temperature", self.temperature > 0, "must be > 0")
+        _require(self, "top_p", 0 < self.top_p <= 1, "must be in (0, 1]")
+        _require(self, "gamma", 0 <= self.gamma <= 1, "must be in [0, 1]")
+        _require(self, "lam", 0 <= self.lam <= 1, "must be in [0, 1]")
+        _require(self, "kl_estimator", self.kl_estimator in KL_ESTIMATORS, f"must be one of {', '.join(KL_ESTIMATORS)}")
+        _require(self, "init_kl_coef", self.init_kl_coef >= 0, "must be >= 0")
+        _require(
+            self,
+            "init_kl_coef",
+            not (self.adaptive_kl and self.init_kl_coef == 0),
+            "must be > 0 with adaptive_kl (the controller multiplies it, so 0 stays 0)",
+        )
+        _require(self, "kl_target", self.kl_target > 0, "must be > 0")
+        _require(self, "score_clip", self.score_clip is None or self.score_clip > 0, "must be > 0 or null")
+
+        _require(self, "cliprange", 0 < self.cliprange < 1, "must be in (0, 1)")
+        _require(self, "cliprange_value", self.cliprange_value > 0, "must be > 0")
+        for name in ("vf_coef", "entropy_coef", "ptx_coef", "weight_decay"):
+            _require(self, name, getattr(self, name) >= 0, "must be >= 0")
+
+        for name in ("actor_lr", "critic_lr", "adam_eps"):
+            _require(self, name, getattr(self, name) > 0, "must be > 0")
+        _require(self, "lr_decay", self.lr_decay in LR_DECAYS, f"must be one of {', '.join(LR_DECAYS)}")
+        _require(self, "min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "must be in [0, 1]")
+        for name in ("adam_beta1", "adam_beta2"):
+            _require(self, name, 0 <= getattr(self, name) < 1, "must be in [0, 1)")
+        _require(self, "max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0, "must be > 0 or null")
+        _require(
+            self,
+            "warmup_steps",
+            self.warmup_steps <= self.total_optimizer_steps,
+            f"must be <= the run's optimiser steps ({self.total_optimizer_steps} = num_iterations * ppo_epochs * "
+            "rollout_batch_size / mini_batch_size)",
+        )
+        _require(self, "logging_dir", bool(self.logging_dir.strip()), "must not be empty")
+        _require(self, "metrics_file", bool(self.metrics_file.strip()), "must not be empty")
+
+    # --- derived --------------------------------------------------------------------------------------------
+    @property
+    def num_mini_batches(self) -> int:
+        """Optimiser steps per PPO epoch."""
+        return self.rollout_batch_size // self.mini_batch_size
+
+    @property
+    def optimizer_steps_per_iteration(self) -> int:
+        return self.ppo_epochs * self.num_mini_batches
+
+    @property
+    def total_optimizer_steps(self) -> int:
+        """Optimiser steps over the whole run (the length of the learning-rate schedule)."""
+        return self.num_iterations * self.optimizer_steps_per_iteration
+
+    # --- I/O ------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: Optional[str] = None) -> PPOConfig:
+        """Build from a flat mapping; unknown keys and mistyped values raise ConfigError naming the field."""
+        return dataclass_from_dict(cls, dict(data), source=source, allow_unknown=False)
+
+    @classmethod
+    def from_yaml(cls, path: str, overrides: Union[Iterable[str], Mapping[str, Any], None] = None) -> PPOConfig:
+        """Load a flat YAML of PPOConfig fields, then apply overrides.
+
+        `overrides` is either a `["--key", "value", "--key=value"]` list (as from the command line) or a
+        `{"key": value}` mapping; string values are parsed as YAML scalars and then typed by the field
+        (`--cliprange 0.3` -> 0.3, `--adaptive_kl true` -> True, `--score_clip null` -> None).
+        """
+        data = load_yaml(path)
+        if overrides:
+            parsed = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
+            data = apply_overrides(data, parsed)
+        return cls.from_dict(data, source=path)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain dict of every field (for logging the run's config next to its metrics)."""
+        return dataclasses.asdict(self)
+
+
+def _require(config: PPOConfig, name: str, ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{message}, got {getattr(config, name)!r}", field=name)

@@ -1,0 +1,140 @@
+"""LlamaConfig: MindFormers' `model.model_config` schema as a typed, validated dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Optional
+
+from mindrlhf.configs.loader import ConfigError
+
+DTYPES = ("float32", "float16", "bfloat16")
+_DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+@dataclasses.dataclass
+class LlamaConfig:
+    """Llama2 hyper-parameters with MindFormers' field names (unknown MindFormers keys are accepted and ignored).
+
+    The FFN width follows Meta/MindFormers: `intermediate_size` when given, else
+    `multiple_of * ceil(ffn_dim_multiplier * int(2 * 4H / 3) / multiple_of)` (7B: 11008).
+    """
+
+    batch_size: int = 1  # default batch for inference graphs (MindFormers' field; trainers set their own)
+    seq_length: int = 4096  # maximum sequence length (prompt + response); also the default KV-cache length
+    hidden_size: int = 4096
+    num_layers: int = 32
+    num_heads: int = 32
+    n_kv_heads: Optional[int] = None  # grouped-query attention; None means num_heads (plain multi-head)
+    vocab_size: int = 32000
+    multiple_of: int = 256
+    ffn_dim_multiplier: Optional[float] = None
+    intermediate_size: Optional[int] = None  # overrides the multiple_of rule when set
+    rms_norm_eps: float = 1e-5
+    theta: float = 10000.0  # RoPE base
+    bos_token_id: int = 1
+    eos_token_id: int = 2
+    pad_token_id: int = 0
+    ignore_token_id: int = -100
+    compute_dtype: str = "float32"  # matmul dtype; float16/bfloat16 on Ascend/GPU, float32 on CPU
+    layernorm_compute_type: str = "float32"
+    softmax_compute_type: str = "float32"
+    rotary_dtype: str = "float32"
+    param_init_type: str = "float32"  # dtype the weights are stored in
+    use_past: bool = False  # MindFormers' flag for KV-cache inference; our generate() always uses the cache
+    checkpoint_name_or_path: str = ""  # weights to load: a .ckpt/.safetensors path ("" = random init)
+    max_decode_length: int = 512
+    top_k: int = 0
+    top_p: float = 1.0
+    do_sample: bool = False
+    repetition_penalty: float = 1.0
+
+    def __post_init__(self):
+        for name in (
+            "compute_dtype",
+            "layernorm_compute_type",
+            "softmax_compute_type",
+            "rotary_dtype",
+            "param_init_type",
+        ):
+            value = _DTYPE_ALIASES.get(getattr(self, name), getattr(self, name))
+            if value not in DTYPES:
+                raise ConfigError(
+                    f"unknown dtype {getattr(self, name)!r}; use one of {', '.join(DTYPES)}", field=name
+                )
+            setattr(self, name, value)
+        for name in (
+            "batch_size",
+            "seq_length",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "vocab_size",
+            "multiple_of",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"must be a positive integer, got {getattr(self, name)}", field=name)
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(
+                f"num_heads={self.num_heads} does not divide hidden_size={self.hidden_size}; "
+                "each head needs hidden_size/num_heads dimensions",
+                field="num_heads",
+            )
+        if self.head_dim % 2:
+            raise ConfigError(
+                f"head dim hidden_size/num_heads={self.head_dim} must be even for RoPE", field="num_heads"
+            )
+        if self.n_kv_heads is not None:
+            if self.n_kv_heads <= 0 or self.num_heads % self.n_kv_heads:
+                raise ConfigError(
+                    f"n_kv_heads={self.n_kv_heads} must be positive and divide num_heads={self.num_heads}",
+                    field="n_kv_heads",
+                )
+        if self.intermediate_size is not None and self.intermediate_size <= 0:
+            raise ConfigError(f"must be positive, got {self.intermediate_size}", field="intermediate_size")
+        if self.ffn_dim_multiplier is not None and self.ffn_dim_multiplier <= 0:
+            raise ConfigError(f"must be positive, got {self.ffn_dim_multiplier}", field="ffn_dim_multiplier")
+        if self.rms_norm_eps <= 0:
+            raise ConfigError(f"must be positive, got {self.rms_norm_eps}", field="rms_norm_eps")
+        if self.theta <= 0:
+            raise ConfigError(f"must be positive, got {self.theta}", field="theta")
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            value = getattr(self, name)
+            if not 0 <= value < self.vocab_size:
+                raise ConfigError(f"{value} is outside the vocabulary [0, {self.vocab_size})", field=name)
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"must be in (0, 1], got {self.top_p}", field="top_p")
+        if self.top_k < 0:
+            raise ConfigError(f"must be >= 0, got {self.top_k}", field="top_k")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.n_kv_heads or self.num_heads
+
+    @property
+    def ffn_hidden_size(self) -> int:
+        if self.intermediate_size is not None:
+            return self.intermediate_size
+        hidden = int(2 * (4 * self.hidden_size) / 3)
+        if self.ffn_dim_multiplier is not None:
+            hidden = int(self.ffn_dim_multiplier * hidden)
+        return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any], source: Optional[str] = None, prefix: str = "") -> LlamaConfig:
+        from mindrlhf.configs.loader import dataclass_from_dict
+
+        return dataclass_from_dict(cls, data, source=source, prefix=prefix, allow_unknown=True)
+
+    @classmethod
+    def from_yaml(cls, path: str) -> LlamaConfig:
+        """Read `model.model_config` of a MindFormers run YAML (the rest: `mindrlhf.configs.load_run_config`)."""
+        from mindrlhf.configs.run_config import load_run_config
+
+        return load_run_config(path).model_config
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)

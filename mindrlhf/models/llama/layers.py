@@ -1,0 +1,191 @@
+"""Llama2 building blocks: RMSNorm, embedding, linear, rotary embedding, GQA attention, SwiGLU, decoder layer.
+
+Parameter names and shapes follow MindFormers' Llama2 so its checkpoints load unchanged (see `model.py`).
+Shape comments: B batch, T new tokens, S key length (T without cache, the cache length with it), H hidden,
+nh query heads, nkv key/value heads, hd head dim, F FFN width.
+"""
+
+from __future__ import annotations
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import Normal, One, initializer
+
+from mindrlhf.models.llama.config import LlamaConfig
+
+_MS_DTYPES = {"float32": ms.float32, "float16": ms.float16, "bfloat16": ms.bfloat16}
+
+
+def ms_dtype(name: str):
+    return _MS_DTYPES[name]
+
+
+def mask_value(dtype) -> float:
+    """Additive bias for masked scores: very negative yet finite, so a fully masked row (a left-pad query) gives
+    a uniform softmax instead of NaN."""
+    return -6.0e4 if dtype == ms.float16 else -1.0e9
+
+
+class RMSNorm(nn.Cell):
+    """y = x / sqrt(mean(x^2) + eps) * weight, computed in `compute_type` (Zhang & Sennrich 2019)."""
+
+    def __init__(self, dim: int, eps: float, compute_type: str, param_dtype: str):
+        super().__init__()
+        self.weight = Parameter(initializer(One(), (dim,), ms_dtype(param_dtype)), name="weight")
+        self.eps = eps
+        self.compute_type = ms_dtype(compute_type)
+
+    def construct(self, x):
+        dtype = x.dtype
+        x = x.astype(self.compute_type)
+        variance = ops.mean(ops.square(x), -1, keep_dims=True)
+        x = x * ops.rsqrt(variance + self.eps)
+        return self.weight.astype(dtype) * x.astype(dtype)
+
+
+class Embedding(nn.Cell):
+    """Token embedding; the parameter is `embedding_weight [V, H]` as in MindFormers."""
+
+    def __init__(self, vocab_size: int, dim: int, param_dtype: str, init_std: float = 0.02):
+        super().__init__()
+        self.embedding_weight = Parameter(
+            initializer(Normal(init_std), (vocab_size, dim), ms_dtype(param_dtype)), name="embedding_weight"
+        )
+        self.gather = ops.Gather()
+
+    def construct(self, input_ids):
+        return self.gather(self.embedding_weight, input_ids, 0)  # (B, T, H)
+
+
+class Linear(nn.Cell):
+    """y = x W^T with W `[out, in]` (named `weight`, no bias) computed in `compute_dtype`."""
+
+    def __init__(
+        self, in_dim: int, out_dim: int, compute_dtype: str, param_dtype: str, init_std: float = 0.02
+    ):
+        super().__init__()
+        self.weight = Parameter(
+            initializer(Normal(init_std), (out_dim, in_dim), ms_dtype(param_dtype)), name="weight"
+        )
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+        self.compute_dtype = ms_dtype(compute_dtype)
+        self.matmul = ops.MatMul(transpose_b=True)
+
+    def construct(self, x):
+        shape = x.shape
+        x2d = x.reshape(-1, self.in_dim).astype(self.compute_dtype)
+        y = self.matmul(x2d, self.weight.astype(self.compute_dtype))
+        return y.reshape(shape[:-1] + (self.out_dim,))
+
+
+def rotate_half(x):
+    """[x1, x2] -> [-x2, x1] on the last axis (the rotate-half RoPE layout of HF and MindFormers)."""
+    half = x.shape[-1] // 2
+    return ops.cat((-x[..., half:], x[..., :half]), -1)
+
+
+class RotaryEmbedding(nn.Cell):
+    """cos/sin of RoPE (Su et al. 2021) for arbitrary integer positions `[B, T]` -> `[B, 1, T, hd]` each."""
+
+    def __init__(self, head_dim: int, theta: float, dtype: str):
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))
+        self.inv_freq = Tensor(inv_freq.astype(np.float32).reshape(1, 1, -1))  # (1, 1, hd/2)
+        self.dtype = ms_dtype(dtype)
+
+    def construct(self, position_ids):
+        freqs = position_ids.astype(ms.float32).expand_dims(-1) * self.inv_freq  # (B, T, hd/2)
+        emb = ops.cat((freqs, freqs), -1).expand_dims(1)  # (B, 1, T, hd)
+        return ops.cos(emb).astype(self.dtype), ops.sin(emb).astype(self.dtype)
+
+
+class LlamaAttention(nn.Cell):
+    """Grouped-query self-attention with RoPE and an optional preallocated KV cache.
+
+    Without a cache, keys are the T new tokens. With a cache (`k_cache`, `v_cache` Parameters `[B, nkv, S, hd]`),
+    the new keys/values are written in place at cache slots `[slot, slot + T)` and the queries attend to all S
+    slots; `mask_bias` hides the slots that are padding or in the future.
+    """
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        h, hd = config.hidden_size, config.head_dim
+        self.n_heads = config.num_heads
+        self.n_kv_heads = config.num_kv_heads
+        self.n_rep = self.n_heads // self.n_kv_heads
+        self.head_dim = hd
+        cd, pd = config.compute_dtype, config.param_init_type
+        self.wq = Linear(h, self.n_heads * hd, cd, pd)
+        self.wk = Linear(h, self.n_kv_heads * hd, cd, pd)
+        self.wv = Linear(h, self.n_kv_heads * hd, cd, pd)
+        self.wo = Linear(self.n_heads * hd, h, cd, pd)
+        self.scale = 1.0 / float(np.sqrt(hd))
+        self.softmax_dtype = ms_dtype(config.softmax_compute_type)
+        self.compute_dtype = ms_dtype(config.compute_dtype)
+        self.bmm = ops.BatchMatMul()
+        self.bmm_t = ops.BatchMatMul(transpose_b=True)
+        self.scatter = ops.ScatterNdUpdate()
+
+    def construct(self, x, cos, sin, mask_bias, k_cache=None, v_cache=None, cache_index=None):
+        bsz, t, _ = x.shape
+        q = self.wq(x).reshape(bsz, t, self.n_heads, self.head_dim).transpose(0, 2, 1, 3)  # (B, nh, T, hd)
+        k = (
+            self.wk(x).reshape(bsz, t, self.n_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
+        )  # (B, nkv, T, hd)
+        v = self.wv(x).reshape(bsz, t, self.n_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
+        q = q * cos.astype(q.dtype) + rotate_half(q) * sin.astype(q.dtype)
+        k = k * cos.astype(k.dtype) + rotate_half(k) * sin.astype(k.dtype)
+        if k_cache is not None:
+            # cache_index: (B, nkv, T, 3) int32 of (b, head, slot); in-place write, no copy of the cache.
+            k = self.scatter(k_cache, cache_index, k.astype(k_cache.dtype)).astype(
+                self.compute_dtype
+            )  # (B, nkv, S, hd)
+            v = self.scatter(v_cache, cache_index, v.astype(v_cache.dtype)).astype(self.compute_dtype)
+        s = k.shape[2]
+        # GQA without copying K/V: the n_rep query heads of one kv head are stacked along the query axis.
+        q = q.reshape(bsz, self.n_kv_heads, self.n_rep * t, self.head_dim)  # (B, nkv, rep*T, hd)
+        scores = self.bmm_t(q, k).reshape(bsz, self.n_heads, t, s)  # (B, nh, T, S)
+        scores = scores.astype(self.softmax_dtype) * self.scale + mask_bias.astype(self.softmax_dtype)
+        probs = ops.softmax(scores, -1).astype(self.compute_dtype)
+        probs = probs.reshape(bsz, self.n_kv_heads, self.n_rep * t, s)
+        out = self.bmm(probs, v).reshape(bsz, self.n_heads, t, self.head_dim)  # (B, nh, T, hd)
+        out = out.transpose(0, 2, 1, 3).reshape(bsz, t, self.n_heads * self.head_dim)
+        return self.wo(out)
+
+
+class LlamaFeedForward(nn.Cell):
+    """SwiGLU (Shazeer 2020): w2(silu(w1 x) * w3 x); w1 is the gate, w3 the up projection."""
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        h, f = config.hidden_size, config.ffn_hidden_size
+        cd, pd = config.compute_dtype, config.param_init_type
+        self.w1 = Linear(h, f, cd, pd)
+        self.w2 = Linear(f, h, cd, pd)
+        self.w3 = Linear(h, f, cd, pd)
+
+    def construct(self, x):
+        return self.w2(ops.silu(self.w1(x)) * self.w3(x))
+
+
+class LlamaDecoderLayer(nn.Cell):
+    """Pre-norm block: h = x + attn(norm(x)); out = h + ffn(norm(h))."""
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        norm_args = (
+            config.hidden_size,
+            config.rms_norm_eps,
+            config.layernorm_compute_type,
+            config.param_init_type,
+        )
+        self.attention_norm = RMSNorm(*norm_args)
+        self.attention = LlamaAttention(config)
+        self.ffn_norm = RMSNorm(*norm_args)
+        self.feed_forward = LlamaFeedForward(config)
+
+    def construct(self, x, cos, sin, mask_bias, k_cache=None, v_cache=None, cache_index=None):
+        h = x + self.attention(self.attention_norm(x), cos, sin, mask_bias, k_cache, v_cache, cache_index)
+        return h + self.feed_forward(self.ffn_norm(h))

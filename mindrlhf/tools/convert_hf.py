@@ -1,0 +1,355 @@
+"""Convert Hugging Face Llama weights to a MindFormers-named MindSpore checkpoint + run YAML, and back.
+
+    python -m mindrlhf.tools.convert_hf --hf-dir DIR --output OUT.ckpt --yaml-out OUT.yaml [--dtype float32]
+    python -m mindrlhf.tools.convert_hf --reverse --ckpt IN.ckpt --yaml IN.yaml --hf-out DIR
+
+The mapping is a pure renaming (HF's and MindFormers' Llama both use the rotate-half RoPE layout, so q/k need no
+permutation). Safetensors are read with the `safetensors` package's numpy API; bfloat16 tensors, which numpy
+cannot represent, are widened to float32 bit-exactly. No torch at run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from mindrlhf.configs.loader import ConfigError
+from mindrlhf.models.llama.config import LlamaConfig
+
+logger = logging.getLogger(__name__)
+
+_LAYER_MAP = {
+    "self_attn.q_proj.weight": "attention.wq.weight",
+    "self_attn.k_proj.weight": "attention.wk.weight",
+    "self_attn.v_proj.weight": "attention.wv.weight",
+    "self_attn.o_proj.weight": "attention.wo.weight",
+    "mlp.gate_proj.weight": "feed_forward.w1.weight",
+    "mlp.up_proj.weight": "feed_forward.w3.weight",
+    "mlp.down_proj.weight": "feed_forward.w2.weight",
+    "input_layernorm.weight": "attention_norm.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+}
+_TOP_MAP = {
+    "model.embed_tokens.weight": "model.tok_embeddings.embedding_weight",
+    "model.norm.weight": "model.norm_out.weight",
+    "lm_head.weight": "lm_head.weight",
+}
+_LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+_NP_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+class ConversionError(ValueError):
+    """The input directory or checkpoint cannot be converted; the message says which file and why."""
+
+
+def hf_to_ms_name(name: str) -> Optional[str]:
+    """HF parameter name -> MindFormers name (None for buffers we do not keep, e.g. rotary inv_freq)."""
+    if name in _TOP_MAP:
+        return _TOP_MAP[name]
+    m = _LAYER_RE.match(name)
+    if m and m.group(2) in _LAYER_MAP:
+        return f"model.layers.{m.group(1)}.{_LAYER_MAP[m.group(2)]}"
+    if name.endswith("rotary_emb.inv_freq"):
+        return None
+    raise ConversionError(
+        f"unknown Hugging Face Llama parameter {name!r} (biases and non-Llama layers are unsupported)"
+    )
+
+
+def ms_to_hf_name(name: str) -> str:
+    inverse_top = {v: k for k, v in _TOP_MAP.items()}
+    if name in inverse_top:
+        return inverse_top[name]
+    inverse_layer = {v: k for k, v in _LAYER_MAP.items()}
+    m = re.match(r"^model\.layers\.(\d+)\.(.+)$", name)
+    if m and m.group(2) in inverse_layer:
+        return f"model.layers.{m.group(1)}.{inverse_layer[m.group(2)]}"
+    raise ConversionError(f"checkpoint parameter {name!r} is not part of a MindFormers Llama")
+
+
+# ---------------------------------------------------------------------------------------------- HF config
+
+
+def config_from_hf(hf_config: Dict, source: str, dtype: str = "float32") -> LlamaConfig:
+    """Map an HF `config.json` dict to LlamaConfig (accepts transformers 4 and 5 spellings)."""
+
+    def need(key):
+        if key not in hf_config:
+            raise ConversionError(f"{source}: field '{key}' is missing (is this a Llama config.json?)")
+        return hf_config[key]
+
+    if hf_config.get("model_type", "llama") != "llama":
+        raise ConversionError(
+            f"{source}: field 'model_type' is {hf_config.get('model_type')!r}, expected 'llama'"
+        )
+    for flag in ("attention_bias", "mlp_bias"):
+        if hf_config.get(flag):
+            raise ConversionError(f"{source}: field '{flag}' is true; Llama2 (MindFormers) has no biases")
+    rope = hf_config.get("rope_parameters") or {}
+    theta = hf_config.get("rope_theta", rope.get("rope_theta", 10000.0))
+    scaling = hf_config.get("rope_scaling") or (
+        rope if rope.get("rope_type", "default") != "default" else None
+    )
+    if scaling and scaling.get("rope_type", scaling.get("type", "default")) not in ("default", None):
+        raise ConversionError(f"{source}: RoPE scaling {scaling!r} is not supported (Llama2 uses plain RoPE)")
+    hidden, heads = need("hidden_size"), need("num_attention_heads")
+    head_dim = hf_config.get("head_dim")
+    if head_dim not in (None, hidden // heads):
+        raise ConversionError(
+            f"{source}: field 'head_dim'={head_dim} differs from hidden_size/num_attention_heads"
+        )
+    kv = hf_config.get("num_key_value_heads")
+    pad = hf_config.get("pad_token_id")
+    bos, eos = hf_config.get("bos_token_id", 1), hf_config.get("eos_token_id", 2)
+    if isinstance(eos, list):
+        eos = eos[0]
+    try:
+        return LlamaConfig(
+            seq_length=int(hf_config.get("max_position_embeddings", 4096)),
+            hidden_size=int(hidden),
+            num_layers=int(need("num_hidden_layers")),
+            num_heads=int(heads),
+            n_kv_heads=None if kv in (None, heads) else int(kv),
+            vocab_size=int(need("vocab_size")),
+            intermediate_size=int(need("intermediate_size")),
+            rms_norm_eps=float(hf_config.get("rms_norm_eps", 1e-6)),
+            theta=float(theta),
+            bos_token_id=int(bos if bos is not None else 1),
+            eos_token_id=int(eos if eos is not None else 2),
+            pad_token_id=int(pad if pad is not None else 0),
+            compute_dtype=dtype,
+            param_init_type=dtype,
+        )
+    except ConfigError as exc:
+        raise ConversionError(f"{source}: {exc}") from None
+
+
+def config_to_hf(config: LlamaConfig, dtype: str) -> Dict:
+    """LlamaConfig -> HF `config.json` dict (written with both the transformers 4 and 5 spellings)."""
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": config.hidden_size,
+        "intermediate_size": config.ffn_hidden_size,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "num_key_value_heads": config.num_kv_heads,
+        "vocab_size": config.vocab_size,
+        "max_position_embeddings": config.seq_length,
+        "rms_norm_eps": config.rms_norm_eps,
+        "rope_theta": config.theta,
+        "hidden_act": "silu",
+        "attention_bias": False,
+        "mlp_bias": False,
+        "tie_word_embeddings": False,
+        "bos_token_id": config.bos_token_id,
+        "eos_token_id": config.eos_token_id,
+        "pad_token_id": config.pad_token_id,
+        "torch_dtype": dtype,
+    }
+
+
+# ------------------------------------------------------------------------------------------- safetensors
+
+
+def _read_safetensors(path: str) -> Dict[str, np.ndarray]:
+    """All tensors of one .safetensors file as numpy; BF16 widened to float32 exactly."""
+    from safetensors import safe_open
+
+    out: Dict[str, np.ndarray] = {}
+    try:
+        with open(path, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(header_len))
+        data_start = 8 + header_len
+        bf16 = {k for k, v in header.items() if k != "__metadata__" and v.get("dtype") == "BF16"}
+        with safe_open(path, framework="numpy") as st:
+            for key in st.keys():
+                if key not in bf16:
+                    out[key] = st.get_tensor(key)
+        if bf16:  # numpy has no bfloat16: read the raw 16-bit words and widen them (exact).
+            with open(path, "rb") as f:
+                for key in bf16:
+                    begin, end = header[key]["data_offsets"]
+                    f.seek(data_start + begin)
+                    words = np.frombuffer(f.read(end - begin), dtype="<u2").astype(np.uint32) << 16
+                    out[key] = words.view(np.float32).reshape(header[key]["shape"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConversionError(f"{path}: cannot read safetensors ({exc})") from None
+    return out
+
+
+def read_hf_weights(hf_dir: str) -> Dict[str, np.ndarray]:
+    """Weights of an HF directory: `model.safetensors` or shards listed in `model.safetensors.index.json`."""
+    index = os.path.join(hf_dir, "model.safetensors.index.json")
+    single = os.path.join(hf_dir, "model.safetensors")
+    if os.path.isfile(index):
+        try:
+            with open(index, encoding="utf-8") as f:
+                weight_map = json.load(f)["weight_map"]
+        except (ValueError, KeyError) as exc:
+            raise ConversionError(f"{index}: not a valid safetensors index ({exc})") from None
+        weights: Dict[str, np.ndarray] = {}
+        for shard in sorted(set(weight_map.values())):
+            shard_path = os.path.join(hf_dir, shard)
+            if not os.path.isfile(shard_path):
+                raise ConversionError(f"{index}: lists shard {shard!r}, which is not in {hf_dir}")
+            weights.update(_read_safetensors(shard_path))
+        missing = [k for k in weight_map if k not in weights]
+        if missing:
+            raise ConversionError(f"{index}: tensors listed but not found in their shards: {missing[:5]}")
+        return weights
+    if os.path.isfile(single):
+        return _read_safetensors(single)
+    raise ConversionError(
+        f"{hf_dir}: no model.safetensors or model.safetensors.index.json (PyTorch .bin files are not read; "
+        "re-save with save_pretrained(..., safe_serialization=True))"
+    )
+
+
+def _write_safetensors(tensors: Dict[str, np.ndarray], path: str, dtype: str) -> None:
+    from safetensors.numpy import save_file
+
+    if dtype == "bfloat16":
+        raise ConversionError("writing bfloat16 safetensors is not supported; use --dtype float32 or float16")
+    save_file({k: np.ascontiguousarray(v.astype(_NP_DTYPES[dtype])) for k, v in tensors.items()}, path)
+
+
+# ------------------------------------------------------------------------------------------- conversions
+
+
+def hf_to_ms(hf_dir: str, dtype: str = "float32") -> Tuple[LlamaConfig, Dict[str, np.ndarray]]:
+    """Read an HF Llama directory -> (LlamaConfig, {MindFormers name: ndarray in `dtype`}), shapes checked."""
+    from mindrlhf.models.llama.model import llama_param_shapes
+
+    if dtype not in _NP_DTYPES:
+        raise ConversionError(f"--dtype {dtype}: CPU checkpoints are float32 or float16")
+    cfg_path = os.path.join(hf_dir, "config.json")
+    if not os.path.isfile(cfg_path):
+        raise ConversionError(f"{hf_dir}: config.json not found (give a Hugging Face model directory)")
+    try:
+        with open(cfg_path, encoding="utf-8") as f:
+            hf_config = json.load(f)
+    except ValueError as exc:
+        raise ConversionError(f"{cfg_path}: invalid JSON ({exc})") from None
+    config = config_from_hf(hf_config, cfg_path, dtype)
+    hf_weights = read_hf_weights(hf_dir)
+    params: Dict[str, np.ndarray] = {}
+    for name, value in hf_weights.items():
+        ms_name = hf_to_ms_name(name)
+        if ms_name is not None:
+            params[ms_name] = value.astype(_NP_DTYPES[dtype])
+    if "lm_head.weight" not in params and hf_config.get("tie_word_embeddings"):
+        params["lm_head.weight"] = params["model.tok_embeddings.embedding_weight"].copy()
+    expected = llama_param_shapes(config)
+    missing = [n for n in expected if n not in params]
+    wrong = [
+        f"{n} {list(params[n].shape)} != {list(s)}"
+        for n, s in expected.items()
+        if n in params and params[n].shape != s
+    ]
+    if missing or wrong:
+        raise ConversionError(
+            f"{hf_dir}: weights do not match config.json: missing {missing[:5]}, shapes {wrong[:5]}"
+        )
+    return config, params
+
+
+def ms_to_hf(ckpt_path: str, yaml_path: str, hf_out: str) -> str:
+    """Write an HF Llama directory (config.json + model.safetensors) from a MindFormers-named checkpoint."""
+    from mindrlhf.configs.run_config import load_run_config
+    from mindrlhf.models.llama.model import llama_param_shapes
+    from mindrlhf.utils.checkpoint import check_compatible, read_checkpoint
+
+    config = load_run_config(yaml_path).model_config
+    ckpt = read_checkpoint(ckpt_path)
+    arrays = {n: t.asnumpy() for n, t in ckpt.items() if n in llama_param_shapes(config)}
+    check_compatible(
+        llama_param_shapes(config), {n: tuple(a.shape) for n, a in arrays.items()}, ckpt_path, True
+    )
+    dtype = {np.dtype(np.float16): "float16"}.get(next(iter(arrays.values())).dtype, "float32")
+    parent = os.path.dirname(os.path.abspath(hf_out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".hf-tmp-", dir=parent)
+    try:
+        _write_safetensors(
+            {ms_to_hf_name(n): a for n, a in arrays.items()}, os.path.join(tmp, "model.safetensors"), dtype
+        )
+        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(config_to_hf(config, dtype), f, indent=2)
+        if os.path.exists(hf_out):
+            shutil.rmtree(hf_out)
+        os.replace(tmp, hf_out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return hf_out
+
+
+def convert_hf_dir(
+    hf_dir: str, output: str, yaml_out: Optional[str] = None, dtype: str = "float32"
+) -> LlamaConfig:
+    """HF directory -> MindSpore checkpoint at `output` (+ MindFormers run YAML at `yaml_out`)."""
+    from mindrlhf.configs.run_config import write_run_yaml
+    from mindrlhf.utils.checkpoint import save_checkpoint
+
+    config, params = hf_to_ms(hf_dir, dtype)
+    save_checkpoint(params, output)
+    if yaml_out:
+        write_run_yaml(config, yaml_out, checkpoint=os.path.abspath(output))
+    return config
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--hf-dir", help="Hugging Face Llama directory (config.json + safetensors)")
+    parser.add_argument("--output", help="output MindSpore checkpoint (.ckpt or .safetensors)")
+    parser.add_argument("--yaml-out", help="also write a MindFormers run YAML pointing at the checkpoint")
+    parser.add_argument("--dtype", default="float32", choices=sorted(_NP_DTYPES), help="checkpoint dtype")
+    parser.add_argument(
+        "--reverse", action="store_true", help="MindSpore checkpoint -> Hugging Face directory"
+    )
+    parser.add_argument("--ckpt", help="(--reverse) input checkpoint")
+    parser.add_argument("--yaml", help="(--reverse) run YAML describing the checkpoint")
+    parser.add_argument("--hf-out", help="(--reverse) output Hugging Face directory")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        if args.reverse:
+            if not (args.ckpt and args.yaml and args.hf_out):
+                parser.error("--reverse needs --ckpt, --yaml and --hf-out")
+            ms_to_hf(args.ckpt, args.yaml, args.hf_out)
+            print(f"wrote {args.hf_out}")
+        else:
+            if not (args.hf_dir and args.output):
+                parser.error("needs --hf-dir and --output (or --reverse --ckpt --yaml --hf-out)")
+            config = convert_hf_dir(args.hf_dir, args.output, args.yaml_out, args.dtype)
+            print(f"wrote {args.output} ({config.num_layers} layers, hidden {config.hidden_size})")
+            if args.yaml_out:
+                print(f"wrote {args.yaml_out}")
+    except (ConversionError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from mindrlhf.utils.checkpoint import CheckpointError
+
+        if isinstance(exc, CheckpointError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

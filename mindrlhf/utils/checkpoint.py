@@ -1,0 +1,156 @@
+"""The one checkpoint loader and saver (MindSpore `.ckpt`, or `.safetensors` by extension).
+
+Loading is strict by default and checks every name and shape *before* touching the model: MindSpore's own
+`load_param_into_net` never raises on missing or extra names and overwrites parameters before it finds a shape
+mismatch. Saving writes a temporary file in the target directory and renames it, so a killed save never leaves a
+truncated file under the final name (MindSpore's own save deletes the old target first).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+_SHOW = 5  # names listed per category in an error
+META_PREFIX = "__meta__."  # entries saved with `extra=`; never compared with the model's parameters
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the model (or cannot be read). The message lists what is wrong."""
+
+
+def _format(kind: str, items: List[str]) -> str:
+    if not items:
+        return ""
+    more = f", ... (+{len(items) - _SHOW} more)" if len(items) > _SHOW else ""
+    return f"\n  {len(items)} {kind}: {', '.join(items[:_SHOW])}{more}"
+
+
+def _format_of(path: str) -> str:
+    return "safetensors" if path.endswith(".safetensors") else "ckpt"
+
+
+def read_checkpoint(path: str) -> Dict[str, Tensor]:
+    """Read a checkpoint into `{name: Tensor}`; a missing or unreadable file raises one CheckpointError."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        params = ms.load_checkpoint(path, format=_format_of(path))
+    except Exception as exc:  # MindSpore raises ValueError/RuntimeError with long internal messages
+        raise CheckpointError(
+            f"{path}: cannot read as a MindSpore {_format_of(path)} checkpoint ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); is it truncated or another format?"
+        ) from None
+    return dict(params)
+
+
+def check_compatible(
+    model_params: Mapping[str, Tuple[int, ...]],
+    ckpt_params: Mapping[str, Tuple[int, ...]],
+    source: str,
+    strict: bool,
+) -> Tuple[List[str], List[str]]:
+    """Compare name->shape tables; raise CheckpointError listing problems. Returns (missing, unexpected)."""
+    missing = [n for n in model_params if n not in ckpt_params]
+    unexpected = [n for n in ckpt_params if n not in model_params]
+    mismatched = [
+        f"{n} (checkpoint {list(ckpt_params[n])} vs model {list(model_params[n])})"
+        for n in model_params
+        if n in ckpt_params and tuple(ckpt_params[n]) != tuple(model_params[n])
+    ]
+    if mismatched or (strict and (missing or unexpected)):
+        raise CheckpointError(
+            f"{source}: checkpoint does not match the model"
+            + _format("missing from the checkpoint", missing if strict else [])
+            + _format("unexpected in the checkpoint", unexpected if strict else [])
+            + _format("with a different shape", mismatched)
+            + "\n  Check that the YAML's model_config (hidden_size, num_layers, num_heads, n_kv_heads, vocab_size,"
+            " intermediate_size/multiple_of) describes the model this checkpoint was saved from."
+        )
+    return missing, unexpected
+
+
+def load_param_dict(
+    model: nn.Cell, params: Mapping[str, Any], source: str = "<params>", strict: bool = True
+) -> List[str]:
+    """Load `{name: Tensor|Parameter|ndarray}` into `model` after checking names and shapes; returns unused names.
+
+    strict=True: missing, unexpected and shape-mismatched names are all errors (one message lists them).
+    strict=False: only the names present in both are loaded (shape mismatches are still errors).
+    Values are cast to each parameter's dtype.
+    """
+    model_params = {name: p for name, p in model.parameters_and_names() if not name.startswith("kv_cache.")}
+    check_compatible(
+        {n: tuple(p.shape) for n, p in model_params.items()},
+        {n: tuple(v.shape) for n, v in params.items() if not n.startswith(META_PREFIX)},
+        source,
+        strict,
+    )
+    for name, param in model_params.items():
+        if name not in params:
+            continue
+        value = params[name]
+        if isinstance(value, np.ndarray):
+            value = Tensor(value)
+        if value.dtype != param.dtype:
+            value = value.astype(param.dtype)
+        param.set_data(value if not isinstance(value, Parameter) else Tensor(value.asnumpy(), param.dtype))
+    return [n for n in params if n not in model_params]
+
+
+def load_checkpoint(model: nn.Cell, path: str, strict: bool = True) -> List[str]:
+    """Load a `.ckpt`/`.safetensors` into `model` (strict by default); returns checkpoint names not used."""
+    logger.info("loading checkpoint %s", path)
+    return load_param_dict(model, read_checkpoint(path), source=path, strict=strict)
+
+
+def _to_save_list(obj: Union[nn.Cell, Mapping[str, Any], Iterable]) -> List[Dict[str, Any]]:
+    if isinstance(obj, nn.Cell):
+        items = [(n, p) for n, p in obj.parameters_and_names() if not n.startswith("kv_cache.")]
+    elif isinstance(obj, Mapping):
+        items = list(obj.items())
+    else:
+        items = list(obj)
+    out = []
+    for name, value in items:
+        if isinstance(value, Parameter):
+            value = Tensor(value.asnumpy(), value.dtype) if value.has_init is False else value.init_data()
+        elif isinstance(value, np.ndarray):
+            value = Tensor(value)
+        out.append({"name": name, "data": value})
+    return out
+
+
+def save_checkpoint(
+    obj: Union[nn.Cell, Mapping[str, Any]], path: str, extra: Optional[Dict[str, Any]] = None
+) -> str:
+    """Atomically save a model's parameters (or a `{name: tensor}` mapping) to `path`.
+
+    `extra` holds scalars/tensors stored beside the weights as `__meta__.<key>` (MindSpore's `append_dict`);
+    loading ignores them when comparing with the model and returns their names. The file is
+    written as a hidden temporary in the same directory, flushed to disk, then renamed over `path`.
+    """
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(directory, exist_ok=True)
+    fmt = _format_of(path)
+    suffix = ".safetensors" if fmt == "safetensors" else ".ckpt"  # MindSpore appends the suffix if absent
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}{suffix}")
+    try:
+        meta = {META_PREFIX + k: v for k, v in (extra or {}).items()} or None
+        ms.save_checkpoint(_to_save_list(obj), tmp, append_dict=meta, format=fmt)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    logger.info("saved checkpoint %s", path)
+    return path

@@ -1,0 +1,110 @@
+"""The one checkpoint loader/saver: strict name/shape checks before loading, atomic saves."""
+
+import os
+
+import mindspore as ms
+import numpy as np
+import pytest
+
+from mindrlhf.models.llama import LlamaConfig, LlamaForCausalLM
+from mindrlhf.utils.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+
+SMALL = dict(
+    seq_length=32,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=4,
+    n_kv_heads=2,
+    vocab_size=50,
+    intermediate_size=40,
+)
+
+
+def _weights(model):
+    return {n: p.asnumpy().copy() for n, p in model.parameters_and_names()}
+
+
+@pytest.mark.parametrize("suffix", [".ckpt", ".safetensors"])
+def test_save_load_round_trip(tmp_path, suffix):
+    ms.set_seed(0)
+    a = LlamaForCausalLM(LlamaConfig(**SMALL))
+    ms.set_seed(1)
+    b = LlamaForCausalLM(LlamaConfig(**SMALL))
+    path = str(tmp_path / f"m{suffix}")
+    save_checkpoint(a, path, extra={"step": 3})
+    assert os.listdir(tmp_path) == [f"m{suffix}"]  # no temporary left behind
+    assert load_checkpoint(b, path) == ["__meta__.step"]  # the extra entry is reported, not loaded
+    wa, wb = _weights(a), _weights(b)
+    assert all(np.array_equal(wa[n], wb[n]) for n in wa)
+
+
+def test_strict_load_lists_missing_unexpected_and_mismatched_before_touching_the_model(tmp_path):
+    ms.set_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**SMALL))
+    params = {n: p.asnumpy() for n, p in model.parameters_and_names()}
+    del params["lm_head.weight"]
+    params["model.layers.0.attention.wq.weight"] = np.zeros((8, 32), np.float32)  # wrong shape
+    params["model.extra.bias"] = np.zeros((3,), np.float32)
+    params["model.norm_out.weight"] = np.full((32,), 7.0, np.float32)  # would be loaded first if unchecked
+    path = str(tmp_path / "bad.ckpt")
+    save_checkpoint(params, path)
+    before = _weights(model)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(model, path)
+    msg = str(err.value)
+    assert path in msg
+    assert "1 missing from the checkpoint: lm_head.weight" in msg
+    assert "1 unexpected in the checkpoint: model.extra.bias" in msg
+    assert (
+        "1 with a different shape: model.layers.0.attention.wq.weight (checkpoint [8, 32] vs model [32, 32])"
+        in msg
+    )
+    after = _weights(model)
+    assert all(np.array_equal(before[n], after[n]) for n in before)
+
+
+def test_non_strict_load_takes_the_common_names(tmp_path):
+    ms.set_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**SMALL))
+    path = str(tmp_path / "part.ckpt")
+    save_checkpoint(
+        {
+            "model.norm_out.weight": np.full((32,), 2.0, np.float32),
+            "v_head.weight": np.ones((1, 32), np.float32),
+        },
+        path,
+    )
+    assert load_checkpoint(model, path, strict=False) == ["v_head.weight"]
+    assert np.all(model.model.norm_out.weight.asnumpy() == 2.0)
+
+
+def test_failed_save_keeps_the_old_checkpoint_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    ms.set_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**SMALL))
+    path = str(tmp_path / "m.ckpt")
+    save_checkpoint(model, path)
+    original = open(path, "rb").read()
+
+    def dying_save(save_obj, ckpt_file_name, **kwargs):
+        with open(ckpt_file_name, "wb") as f:
+            f.write(b"half a checkpoint")
+        raise KeyboardInterrupt  # killed mid-write
+
+    monkeypatch.setattr(ms, "save_checkpoint", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(model, path)
+    assert os.listdir(tmp_path) == ["m.ckpt"]
+    assert open(path, "rb").read() == original
+
+
+def test_unreadable_checkpoint_is_one_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        read_checkpoint(str(tmp_path / "nope.ckpt"))
+    ms.set_seed(0)
+    path = str(tmp_path / "trunc.ckpt")
+    save_checkpoint(LlamaForCausalLM(LlamaConfig(**SMALL)), path)
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 3])
+    with pytest.raises(CheckpointError, match="cannot read"):
+        read_checkpoint(path)
