@@ -12,7 +12,13 @@ import math
 from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
 from mindrlhf.algorithms.ppo_math import KL_ESTIMATORS
-from mindrlhf.configs.loader import ConfigError, apply_overrides, dataclass_from_dict, load_yaml, parse_overrides
+from mindrlhf.configs.loader import (
+    ConfigError,
+    apply_overrides,
+    dataclass_from_dict,
+    load_yaml,
+    parse_overrides,
+)
 
 LR_DECAYS = ("cosine", "linear", "constant")
 
@@ -152,7 +158,12 @@ class PPOConfig:
         _require(self, "top_p", 0 < self.top_p <= 1, "must be in (0, 1]")
         _require(self, "gamma", 0 <= self.gamma <= 1, "must be in [0, 1]")
         _require(self, "lam", 0 <= self.lam <= 1, "must be in [0, 1]")
-        _require(self, "kl_estimator", self.kl_estimator in KL_ESTIMATORS, f"must be one of {', '.join(KL_ESTIMATORS)}")
+        _require(
+            self,
+            "kl_estimator",
+            self.kl_estimator in KL_ESTIMATORS,
+            f"must be one of {', '.join(KL_ESTIMATORS)}",
+        )
         _require(self, "init_kl_coef", self.init_kl_coef >= 0, "must be >= 0")
         _require(
             self,
@@ -174,7 +185,9 @@ class PPOConfig:
         _require(self, "min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "must be in [0, 1]")
         for name in ("adam_beta1", "adam_beta2"):
             _require(self, name, 0 <= getattr(self, name) < 1, "must be in [0, 1)")
-        _require(self, "max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0, "must be > 0 or null")
+        _require(
+            self, "max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0, "must be > 0 or null"
+        )
         _require(
             self,
             "warmup_steps",
@@ -207,7 +220,9 @@ class PPOConfig:
         return dataclass_from_dict(cls, dict(data), source=source, allow_unknown=False)
 
     @classmethod
-    def from_yaml(cls, path: str, overrides: Union[Iterable[str], Mapping[str, Any], None] = None) -> PPOConfig:
+    def from_yaml(
+        cls, path: str, overrides: Union[Iterable[str], Mapping[str, Any], None] = None
+    ) -> PPOConfig:
         """Load a flat YAML of PPOConfig fields, then apply overrides.
 
         `overrides` is either a `["--key", "value", "--key=value"]` list (as from the command line) or a
