@@ -1,0 +1,396 @@
+"""CValues-Comparison JSONL -> MindRecord for PPO, reward-model and SFT training.
+
+Input lines are `{"prompt", "pos_resp", "neg_resp", "pos_type", "neg_type"}`; each kind uses the fields listed in
+its schema (`mindrlhf.data.schemas`): ppo and sft need prompt and pos_resp, rm also neg_resp. Other keys
+(pos_type, neg_type, metadata) are ignored.
+
+Bad input (`on_error="stop"` is the default; "skip" turns the stops into skip-and-count):
+
+| case                                         | policy                                      | reason key         |
+| -------------------------------------------- | ------------------------------------------- | ------------------ |
+| invalid UTF-8 (or a lone surrogate escape)   | stop at file:line (skip with on_error=skip) | invalid_utf8       |
+| malformed JSON                               | stop at file:line (skip with on_error=skip) | malformed_json     |
+| a line that is not a JSON object             | stop at file:line (skip with on_error=skip) | not_an_object      |
+| a required field missing                     | stop at file:line (skip with on_error=skip) | missing_field      |
+| a required field not a string (null, number) | stop at file:line (skip with on_error=skip) | non_string         |
+| empty / whitespace-only prompt               | skip and count                              | empty_prompt       |
+| empty / whitespace-only response             | skip and count                              | empty_response     |
+| rm: pos_resp identical to neg_resp           | skip and count                              | identical_pair     |
+| [BOS] + prompt longer than max_prompt_length | skip and count (never truncated)            | prompt_too_long    |
+| [BOS]+prompt+response+[EOS] > seq_length     | skip and count (never truncated)            | sequence_too_long  |
+| blank line                                   | ignored, counted                            | blank_line         |
+| no row left to write                         | stop                                        |                    |
+
+Structural problems stop by default because they mean a broken or wrong file; content problems are normal in
+a large corpus, so they are skipped and counted, and the first few file:line of each are logged. Nothing is
+written under the output name unless the whole conversion succeeds (see `mindrlhf.data.writer`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from mindrlhf.data.schemas import PROMPT_LEN, SEQ_LEN, DataError, DatasetSchema, get_schema
+from mindrlhf.data.tokenizer import LlamaTokenizer
+from mindrlhf.data.writer import AtomicMindRecordWriter
+
+logger = logging.getLogger(__name__)
+
+STRUCTURAL = ("invalid_utf8", "malformed_json", "not_an_object", "missing_field", "non_string")
+CONTENT = ("empty_prompt", "empty_response", "identical_pair", "prompt_too_long", "sequence_too_long")
+ON_ERROR = ("stop", "skip")
+_EXAMPLES = 5  # file:line examples kept per skip reason
+
+
+@dataclasses.dataclass
+class ConversionSummary:
+    """What a conversion read, wrote and skipped (skipped: reason -> count, examples: reason -> file:line)."""
+
+    input_path: str
+    output_path: str
+    kind: str
+    lines: int = 0
+    rows: int = 0
+    rows_with_unk: int = 0
+    skipped: Dict[str, int] = dataclasses.field(default_factory=dict)
+    examples: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def lines_per_second(self) -> float:
+        return self.lines / self.seconds if self.seconds > 0 else float("inf")
+
+    def skip(self, reason: str, where: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        ex = self.examples.setdefault(reason, [])
+        if len(ex) < _EXAMPLES:
+            ex.append(where)
+
+    def format(self) -> str:
+        skipped = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items())) or "none"
+        return (
+            f"{self.input_path}: {self.lines} lines -> {self.rows} {self.kind} rows in {self.output_path} "
+            f"({self.seconds:.2f} s, {self.lines_per_second:.0f} lines/s); skipped: {skipped}; "
+            f"rows containing the unk id: {self.rows_with_unk}"
+        )
+
+    def to_json(self) -> Dict[str, object]:
+        out = dataclasses.asdict(self)
+        out["lines_per_second"] = round(self.lines_per_second, 1)
+        return out
+
+
+class _Stop(Exception):
+    """Internal: a structural problem on one line."""
+
+    def __init__(self, reason: str, message: str, field: Optional[str] = None):
+        super().__init__(message)
+        self.reason, self.message, self.field = reason, message, field
+
+
+def _parse_line(
+    raw: bytes, fields: Sequence[str], kind: str
+) -> Tuple[Optional[Dict[str, str]], Optional[str]]:
+    """-> (record, None), (None, content_skip_reason), or raises _Stop for a structural problem."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Stop("invalid_utf8", f"invalid UTF-8 at byte {exc.start} of the line ({exc.reason})") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _Stop("malformed_json", f"malformed JSON at column {exc.colno}: {exc.msg}") from None
+    if not isinstance(obj, dict):
+        raise _Stop(
+            "not_an_object", f"expected a JSON object with {', '.join(fields)}, got {type(obj).__name__}"
+        )
+    record = {}
+    for name in fields:
+        if name not in obj:
+            raise _Stop("missing_field", f"required field is missing (the line has: {', '.join(obj)})", name)
+        value = obj[name]
+        if not isinstance(value, str):
+            shown = json.dumps(value, ensure_ascii=False)[:40]
+            raise _Stop("non_string", f"expected a string, got {type(value).__name__} {shown}", name)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _Stop(
+                "invalid_utf8", "contains a lone surrogate escape (\\udXXX), not valid text", name
+            ) from None
+        record[name] = value
+    if not record["prompt"].strip():
+        return None, "empty_prompt"
+    for name in fields[1:]:
+        if not record[name].strip():
+            return None, "empty_response"
+    if kind == "rm" and record["pos_resp"] == record["neg_resp"]:
+        return None, "identical_pair"
+    return record, None
+
+
+def _count_lines(path: str) -> int:
+    n, last = 0, b"\n"
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (last != b"\n")
+
+
+def _read_records(
+    path: str, schema: DatasetSchema, on_error: str, summary: ConversionSummary
+) -> Iterator[Tuple[int, Dict[str, str]]]:
+    """Yield `(line_no, record)` for usable lines, counting or stopping on the rest (see the module table)."""
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            summary.lines = line_no
+            if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 byte order mark
+            raw = raw.rstrip(b"\r\n")
+            if not raw.strip():
+                summary.skip("blank_line", f"{path}:{line_no}")
+                continue
+            try:
+                record, reason = _parse_line(raw, schema.json_fields, schema.kind)
+            except _Stop as stop:
+                if on_error == "stop":
+                    raise DataError(
+                        f"{stop.message}. Fix the line, or pass --on_error skip to skip and count such lines",
+                        f"{path}:{line_no}",
+                        stop.field,
+                    ) from None
+                summary.skip(stop.reason, f"{path}:{line_no}")
+                continue
+            if reason is not None:
+                summary.skip(reason, f"{path}:{line_no}")
+                continue
+            yield line_no, record
+
+
+def _chunks(it: Iterator, size: int) -> Iterator[list]:
+    chunk = []
+    for item in it:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def layout_rows(
+    kind: str,
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    rejected: Optional[Sequence[Sequence[int]]],
+    *,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    max_prompt_length: int,
+    seq_length: int,
+) -> Tuple[Dict[str, np.ndarray], List[Optional[str]]]:
+    """Lay token lists out as the columns of `kind` (see `schemas`): `{field: int32 [B, L]}` plus, per row,
+    None (keep) or the reason it does not fit (prompt_too_long / sequence_too_long; its row is left as padding).
+
+    `prompts[i]` / `responses[i]` / `rejected[i]` are token ids without BOS/EOS.
+    """
+    n = len(prompts)
+    reasons: List[Optional[str]] = [None] * n
+
+    def full(length: int, value: int) -> np.ndarray:
+        return np.full((n, length), value, dtype=np.int32)
+
+    def right(ids: np.ndarray, mask: np.ndarray, loss: Optional[np.ndarray], i: int, p, r) -> None:
+        seq = [bos_id, *p, *r, eos_id]
+        ids[i, : len(seq)] = seq
+        mask[i, : len(seq)] = 1
+        if loss is not None:
+            loss[i, 1 + len(p) : len(seq)] = 1  # response tokens and the EOS; never BOS, prompt or padding
+
+    cols: Dict[str, np.ndarray]
+    if kind == "ppo":
+        cols = {
+            "prompt_ids": full(max_prompt_length, pad_id),
+            "prompt_mask": full(max_prompt_length, 0),
+            "pretrain_ids": full(seq_length, pad_id),
+            "pretrain_mask": full(seq_length, 0),
+            "loss_mask": full(seq_length, 0),
+        }
+    elif kind == "sft":
+        cols = {
+            "input_ids": full(seq_length, pad_id),
+            "attention_mask": full(seq_length, 0),
+            "loss_mask": full(seq_length, 0),
+        }
+    elif kind == "rm":
+        if rejected is None:
+            raise ValueError("rm rows need rejected responses")
+        cols = {
+            "chosen_ids": full(seq_length, pad_id),
+            "chosen_mask": full(seq_length, 0),
+            "rejected_ids": full(seq_length, pad_id),
+            "rejected_mask": full(seq_length, 0),
+        }
+    else:
+        get_schema(kind)  # raises the standard error
+        raise AssertionError(kind)
+
+    for i in range(n):
+        p, r = prompts[i], responses[i]
+        longest = max(len(r), len(rejected[i])) if kind == "rm" else len(r)
+        if 1 + len(p) > max_prompt_length:
+            reasons[i] = "prompt_too_long"
+            continue
+        if 2 + len(p) + longest > seq_length:
+            reasons[i] = "sequence_too_long"
+            continue
+        if kind == "ppo":
+            cols["prompt_ids"][i, max_prompt_length - 1 - len(p) :] = [bos_id, *p]
+            cols["prompt_mask"][i, max_prompt_length - 1 - len(p) :] = 1
+            right(cols["pretrain_ids"], cols["pretrain_mask"], cols["loss_mask"], i, p, r)
+        elif kind == "sft":
+            right(cols["input_ids"], cols["attention_mask"], cols["loss_mask"], i, p, r)
+        else:
+            right(cols["chosen_ids"], cols["chosen_mask"], None, i, p, r)
+            right(cols["rejected_ids"], cols["rejected_mask"], None, i, p, rejected[i])
+    return cols, reasons
+
+
+def convert_jsonl(
+    file_path: str,
+    output_path: str,
+    tokenizer: Union[LlamaTokenizer, str],
+    kind: str = "ppo",
+    max_prompt_length: int = 2048,
+    seq_length: int = 4096,
+    pad_token_id: Optional[int] = None,
+    on_error: str = "stop",
+    overwrite: bool = False,
+    chunk_size: int = 2048,
+    progress: bool = False,
+) -> ConversionSummary:
+    """Convert a CValues-format JSONL file into a `kind` MindRecord dataset (layout in `schemas`).
+
+    `tokenizer` is a LlamaTokenizer or the path of a `tokenizer.model` (or its directory). `pad_token_id`
+    defaults to the tokenizer's. Work is done `chunk_size` lines at a time (batch tokenisation in C++
+    threads, one `write_raw_data` per chunk). Raises DataError (naming file:line and field) on a stop;
+    the output then does not exist. Returns the summary; its skip counts also go into the `.meta.json`.
+    """
+    schema = get_schema(kind)
+    if on_error not in ON_ERROR:
+        raise DataError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}", field="on_error")
+    for name, value, low in (("max_prompt_length", max_prompt_length, 2), ("seq_length", seq_length, 3)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise DataError(f"must be an integer >= {low}, got {value!r}", field=name)
+    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise DataError(f"must be a positive integer, got {chunk_size!r}", field="chunk_size")
+    if not os.path.isfile(file_path):
+        what = "is a directory, not a JSONL file" if os.path.isdir(file_path) else "input file not found"
+        raise DataError(what, file_path, "file_path")
+    if isinstance(tokenizer, LlamaTokenizer):
+        tok = tokenizer
+        if pad_token_id is not None and int(pad_token_id) != tok.pad_id:
+            tok = LlamaTokenizer(tok.model_file, pad_token_id=int(pad_token_id))
+    else:
+        tok = LlamaTokenizer(tokenizer, pad_token_id=0 if pad_token_id is None else int(pad_token_id))
+    lengths = {PROMPT_LEN: int(max_prompt_length), SEQ_LEN: int(seq_length)}
+    summary = ConversionSummary(os.path.abspath(file_path), os.path.abspath(output_path), kind)
+    total = _count_lines(file_path)
+    writer = AtomicMindRecordWriter(output_path, schema, lengths, overwrite=overwrite, expected_rows=total)
+    import mindspore.mindrecord  # noqa: F401  (its ~1.5 s import is paid here, not counted as throughput)
+
+    start = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="line", desc=f"rlhf_data {kind}")
+    try:
+        with writer as w:
+            seen = 0
+            for chunk in _chunks(_read_records(file_path, schema, on_error, summary), chunk_size):
+                records = [rec for _, rec in chunk]
+                p_tok = tok.encode_batch([r["prompt"] for r in records])
+                r_tok = tok.encode_batch([r["pos_resp"] for r in records])
+                n_tok = tok.encode_batch([r["neg_resp"] for r in records]) if kind == "rm" else None
+                cols, reasons = layout_rows(
+                    kind,
+                    p_tok,
+                    r_tok,
+                    n_tok,
+                    bos_id=tok.bos_id,
+                    eos_id=tok.eos_id,
+                    pad_id=tok.pad_id,
+                    max_prompt_length=lengths[PROMPT_LEN],
+                    seq_length=lengths[SEQ_LEN],
+                )
+                rows = []
+                for i, (line_no, _) in enumerate(chunk):
+                    if reasons[i] is not None:
+                        summary.skip(reasons[i], f"{file_path}:{line_no}")
+                        continue
+                    rows.append({name: col[i] for name, col in cols.items()})
+                    if (
+                        tok.unk_id in p_tok[i]
+                        or tok.unk_id in r_tok[i]
+                        or (n_tok is not None and tok.unk_id in n_tok[i])
+                    ):
+                        summary.rows_with_unk += 1
+                w.write(rows)
+                summary.rows += len(rows)
+                if bar is not None:
+                    bar.update(summary.lines - seen)
+                    seen = summary.lines
+            if summary.rows == 0:
+                skipped = (
+                    ", ".join(f"{k}={v}" for k, v in sorted(summary.skipped.items())) or "the file is empty"
+                )
+                raise DataError(
+                    f"no usable rows (skipped: {skipped}); nothing was written. Check the file and the "
+                    "max_prompt_length / seq_length limits",
+                    file_path,
+                )
+            summary.seconds = time.perf_counter() - start
+            w.commit(
+                {
+                    "pad_token_id": tok.pad_id,
+                    "tokenizer": {
+                        "path": os.path.abspath(tok.model_file),
+                        "sha256": tok.sha256,
+                        "vocab_size": tok.vocab_size,
+                        "unk_id": tok.unk_id,
+                        "bos_id": tok.bos_id,
+                        "eos_id": tok.eos_id,
+                    },
+                    "source": {"path": os.path.abspath(file_path), "lines": summary.lines},
+                    "conversion": {
+                        k: v for k, v in summary.to_json().items() if k in ("skipped", "rows_with_unk")
+                    },
+                }
+            )
+    finally:
+        if bar is not None:
+            bar.close()
+    summary.seconds = time.perf_counter() - start
+    for reason, count in sorted(summary.skipped.items()):
+        if reason != "blank_line":
+            logger.warning(
+                "skipped %d line(s) (%s), e.g. %s", count, reason, ", ".join(summary.examples[reason])
+            )
+    if summary.rows_with_unk:
+        logger.warning(
+            "%d rows contain the unk id %d (characters the tokenizer cannot represent)",
+            summary.rows_with_unk,
+            tok.unk_id,
+        )
+    logger.info(summary.format())
+    return summary
