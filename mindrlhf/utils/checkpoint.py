@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import mindspore as ms
 import numpy as np
-from mindspore import Parameter, Tensor, nn
+from mindspore import Parameter, Tensor, nn, ops
 
 logger = logging.getLogger(__name__)
 
@@ -96,13 +96,23 @@ def load_param_dict(
     for name, param in model_params.items():
         if name not in params:
             continue
-        value = params[name]
-        if isinstance(value, np.ndarray):
-            value = Tensor(value)
-        if value.dtype != param.dtype:
-            value = value.astype(param.dtype)
-        param.set_data(value if not isinstance(value, Parameter) else Tensor(value.asnumpy(), param.dtype))
+        assign_parameter(param, params[name])
     return [n for n in params if n not in model_params]
+
+
+def assign_parameter(param: Parameter, value: Any) -> None:
+    """Copy `value` into `param` in place.
+
+    In place matters twice: graphs compiled before the load keep reading the parameter's own memory (a
+    `set_data` after a graph ran is not seen by that graph), and two models loaded from one checkpoint dict
+    must not end up sharing one tensor (the actor would drag the reference along as it trains).
+    """
+    array = value.asnumpy() if hasattr(value, "asnumpy") else np.asarray(value)
+    tensor = Tensor(np.array(array, copy=True), param.dtype)
+    if param.has_init:
+        param.set_data(tensor)
+    else:
+        ops.assign(param, tensor)
 
 
 def load_checkpoint(model: nn.Cell, path: str, strict: bool = True) -> List[str]:
