@@ -3,7 +3,8 @@
 Public API (imported lazily, so `mindrlhf.data` and `mindrlhf.algorithms` stay usable without loading MindSpore):
     mindrlhf.LlamaConfig, mindrlhf.LlamaForCausalLM, mindrlhf.LlamaModel
     mindrlhf.load_checkpoint(model, path), mindrlhf.save_checkpoint(model, path)
-    mindrlhf.load_run_config(path)
+    mindrlhf.load_run_config(path), mindrlhf.generate(model, input_ids, attention_mask, ...)
+    mindrlhf.PPOConfig, mindrlhf.PPOTrainer, mindrlhf.Experience
 """
 
 import importlib
@@ -20,6 +21,11 @@ _EXPORTS = {
     "CheckpointError": "mindrlhf.utils.checkpoint",
     "ConfigError": "mindrlhf.configs.loader",
     "load_run_config": "mindrlhf.configs.run_config",
+    "generate": "mindrlhf.generation",
+    "GenerationOutput": "mindrlhf.generation",
+    "PPOConfig": "mindrlhf.configs.ppo_config",
+    "PPOTrainer": "mindrlhf.trainer.ppo_trainer",
+    "Experience": "mindrlhf.trainer.ppo_trainer",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,119 @@
+"""The MindSpore side of PPO: jitted forwards over fixed shapes (log-probs, values, scores) and the two losses.
+
+Sequences are `[B, P + N]`: a left-padded prompt of P tokens then N response slots, right-padded after EOS.
+The token at position P + t is predicted from position P + t - 1, so response log-probs and values are read at
+positions P - 1 .. P + N - 2 (the state in which each response token was chosen).
+"""
+
+from __future__ import annotations
+
+import mindspore as ms
+from mindspore import nn, ops
+
+from mindrlhf.trainer import losses
+
+
+class ResponseLogprobs(nn.Cell):
+    """log softmax(logits / T) of the response tokens `[B, N]` (and the logits `[B, N, V]`), lm_head only on them."""
+
+    def __init__(self, model: nn.Cell, prompt_length: int, temperature: float):
+        super().__init__(auto_prefix=False)
+        self.model = model
+        self.p = prompt_length
+        self.temperature = float(temperature)
+
+    def construct(self, sequences, attention_mask):
+        hidden = self.model.model(sequences, attention_mask)  # (B, P+N, H)
+        logits = self.model.lm_head(hidden[:, self.p - 1 : -1]).astype(ms.float32)  # (B, N, V)
+        logprobs = losses.gather_logprobs(logits, sequences[:, self.p :], self.temperature)
+        return logprobs, logits
+
+
+class ResponseValues(nn.Cell):
+    """Critic values of the states that chose each response token: `[B, N]` float32."""
+
+    def __init__(self, critic: nn.Cell, prompt_length: int):
+        super().__init__(auto_prefix=False)
+        self.critic = critic
+        self.p = prompt_length
+
+    def construct(self, sequences, attention_mask):
+        return self.critic(sequences, attention_mask)[:, self.p - 1 : -1]
+
+
+class _Jitted(nn.Cell):
+    """Compile `cell` once for its input shapes (GRAPH mode speed; PyNative is for debugging only)."""
+
+    def __init__(self, cell: nn.Cell):
+        super().__init__(auto_prefix=False)
+        self.cell = cell
+
+    @ms.jit
+    def construct(self, *inputs):
+        return self.cell(*inputs)
+
+
+class ScoringForwards(nn.Cell):
+    """Step 2 of an iteration in one compiled graph: reward scores `[B]`, reference log-probs and values `[B, N]`."""
+
+    def __init__(self, reference: nn.Cell, reward: nn.Cell, critic: nn.Cell, prompt_length: int, temperature: float):
+        super().__init__(auto_prefix=False)
+        self.ref_logprobs = ResponseLogprobs(reference, prompt_length, temperature)
+        self.reward = reward
+        self.values = ResponseValues(critic, prompt_length)
+
+    @ms.jit
+    def construct(self, sequences, attention_mask):
+        scores = self.reward.score(sequences, attention_mask)
+        ref_logprobs, _ = self.ref_logprobs(sequences, attention_mask)
+        values = self.values(sequences, attention_mask)
+        return scores, ref_logprobs, values
+
+
+class ActorLoss(nn.Cell):
+    """PPO-clip policy loss − entropy_coef · entropy + ptx_coef · pretrain NLL; returns (loss, metrics[7]).
+
+    metrics = [policy_loss, clipfrac, approx_kl, entropy, ptx_loss, max |logp − old_logp|, mean |logp − old_logp|];
+    the last two, on a mini-batch seen before any update, check that rollout and training log-probs agree.
+    """
+
+    def __init__(self, actor, prompt_length, temperature, cliprange, entropy_coef, ptx_coef):
+        super().__init__(auto_prefix=False)
+        self.logprobs = ResponseLogprobs(actor, prompt_length, temperature)
+        self.actor = actor
+        self.temperature = float(temperature)
+        self.cliprange = float(cliprange)
+        self.entropy_coef = float(entropy_coef)
+        self.ptx_coef = float(ptx_coef)
+
+    def construct(self, sequences, attention_mask, response_mask, old_logprobs, advantages, pretrain_ids, pretrain_mask, loss_mask):
+        logprobs, logits = self.logprobs(sequences, attention_mask)
+        pg_loss, clipfrac, approx_kl = losses.policy_loss(logprobs, old_logprobs, advantages, response_mask, self.cliprange)
+        entropy = losses.masked_mean(losses.entropy_from_logits(logits, self.temperature), response_mask)
+        loss = pg_loss - self.entropy_coef * entropy
+        ptx = ops.zeros((), ms.float32)
+        if self.ptx_coef > 0:  # a graph constant: the ptx forward exists only when it is used
+            ptx = losses.ptx_loss(self.actor(pretrain_ids, pretrain_mask), pretrain_ids, loss_mask)
+            loss = loss + self.ptx_coef * ptx
+        diff = ops.abs(ops.stop_gradient(logprobs) - old_logprobs) * response_mask
+        metrics = ops.stack(
+            [pg_loss, clipfrac, approx_kl, ops.stop_gradient(entropy), ops.stop_gradient(ptx), diff.max(),
+             losses.masked_mean(diff, response_mask)]
+        )
+        return loss, metrics
+
+
+class CriticLoss(nn.Cell):
+    """vf_coef · clipped value loss; returns (loss, metrics[3] = [value_loss, value_clipfrac, mean value])."""
+
+    def __init__(self, critic, prompt_length, cliprange_value, vf_coef):
+        super().__init__(auto_prefix=False)
+        self.values = ResponseValues(critic, prompt_length)
+        self.cliprange_value = float(cliprange_value)
+        self.vf_coef = float(vf_coef)
+
+    def construct(self, sequences, attention_mask, response_mask, old_values, returns):
+        values = self.values(sequences, attention_mask)
+        vf_loss, vf_clipfrac = losses.value_loss(values, old_values, returns, response_mask, self.cliprange_value)
+        mean_value = losses.masked_mean(ops.stop_gradient(values), response_mask)
+        return self.vf_coef * vf_loss, ops.stack([vf_loss, vf_clipfrac, mean_value])

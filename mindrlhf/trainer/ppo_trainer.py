@@ -1,0 +1,343 @@
+"""PPO for RLHF with four Llama2 roles: the loop reads like the algorithm.
+
+    for each iteration:
+        1. generate    responses to a batch of prompts with the actor (KV-cache sampling, rollout log-probs)
+        2. score       reward-model scores, reference log-probs, critic values (one compiled graph)
+        3. advantages  r_t = -beta * KL_t (+ score at the last token); GAE(gamma, lambda); returns; whitening
+        4. optimise    ppo_epochs x mini-batches: clipped policy loss (+ptx, -entropy), clipped value loss
+        5. adapt beta, log, checkpoint
+
+References: Ziegler et al. 2019 (KL-penalised rewards, adaptive KL), Ouyang et al. 2022 (PPO-ptx),
+Schulman et al. 2017 (clipped surrogate), Schulman et al. 2016 (GAE).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from typing import Any, Dict, Optional
+
+import numpy as np
+from mindspore import Tensor, nn
+from tqdm import tqdm
+
+from mindrlhf.algorithms import ppo_math
+from mindrlhf.configs.ppo_config import PPOConfig
+from mindrlhf.trainer.ppo_cells import ActorLoss, CriticLoss, ScoringForwards
+from mindrlhf.trainer.train_step import TrainStep, lr_schedule, make_optimizer
+from mindrlhf.utils.metrics import MetricsWriter
+from mindrlhf.utils.run_state import load_run_state, save_run_state
+
+logger = logging.getLogger(__name__)
+log_line = logging.getLogger("mindrlhf.ppo")
+
+
+@dataclasses.dataclass
+class Experience:
+    """One rollout batch. B = rollout batch, P = prompt length, N = max_new_tokens, T = seq_length."""
+
+    sequences: np.ndarray  # [B, P+N] int32: left-padded prompt + response (pad after EOS)
+    attention_mask: np.ndarray  # [B, P+N] int32: 1 on real prompt and response tokens
+    response_mask: np.ndarray  # [B, N] float32: 1 on real response tokens (EOS included)
+    old_logprobs: np.ndarray  # [B, N] float32: rollout log-probs under softmax(logits / temperature)
+    ref_logprobs: np.ndarray  # [B, N] float32: the same under the frozen reference
+    old_values: np.ndarray  # [B, N] float32: critic values of the states that chose each token
+    scores: np.ndarray  # [B] float32: reward-model scores (raw)
+    rewards: np.ndarray  # [B, N] float32: -beta * KL_t, + (normalised/clipped) score at the last token
+    advantages: np.ndarray  # [B, N] float32: GAE, whitened over response tokens when configured
+    returns: np.ndarray  # [B, N] float32: GAE advantages (before whitening) + values
+    pretrain_ids: np.ndarray  # [B, T] int32: prompt + aligned answer, for the ptx loss
+    pretrain_mask: np.ndarray  # [B, T] int32
+    loss_mask: np.ndarray  # [B, T] float32: 1 where pretrain_ids[t] is a ptx target
+
+
+class PromptBatches:
+    """Rollout batch i of a PPO MindRecord, for any i: epoch i // n, batch i % n (n batches per epoch).
+
+    Deterministic given the seed (each epoch reshuffles), shardable for data parallel, and resumable at any
+    iteration because the trainer asks for batch `iteration`.
+    """
+
+    def __init__(self, path: str, batch_size: int, seed: int, num_shards: Optional[int] = None, shard_id: Optional[int] = None):
+        from mindrlhf.data.reader import read_dataset
+
+        self.reader = read_dataset(path, "ppo", batch_size, shuffle=True, seed=seed, shard_id=shard_id, num_shards=num_shards)
+        self._iter = None
+        self._next = -1
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def batch(self, index: int) -> Dict[str, np.ndarray]:
+        n = len(self.reader)
+        if self._iter is None or self._next != index:
+            self._iter = self.reader.iter_epoch(index // n, index % n)
+        out = next(self._iter)
+        self._next = index + 1
+        if self._next % n == 0:
+            self._iter = None  # next epoch: new order
+        return out
+
+
+def _np(x) -> np.ndarray:
+    return x.asnumpy() if hasattr(x, "asnumpy") else np.asarray(x)
+
+
+class PPOTrainer:
+    """`PPOTrainer(config, actor, critic, reference, reward, dataset, ...)`; `train()` runs the whole loop.
+
+    `dataset.batch(i)` must return the i-th rollout batch as numpy arrays with `prompt_ids`, `prompt_mask`
+    `[B, P]`, `pretrain_ids`, `pretrain_mask`, `loss_mask` `[B, T]` (see `mindrlhf.data.schemas.PPO`); batch i is
+    used by iteration i, so resuming at iteration k reads exactly what an uninterrupted run would.
+    """
+
+    def __init__(
+        self,
+        config: PPOConfig,
+        actor: nn.Cell,
+        critic: nn.Cell,
+        reference: nn.Cell,
+        reward: nn.Cell,
+        dataset: Any,
+        *,
+        eos_token_id: int,
+        pad_token_id: int,
+        save_dir: str,
+        loss_scale: Optional[Dict[str, float]] = None,
+        is_main: bool = True,
+    ):
+        self.config = config
+        self.actor, self.critic, self.reference, self.reward = actor, critic, reference, reward
+        for frozen in (reference, reward):
+            for p in frozen.get_parameters():
+                p.requires_grad = False
+        self.dataset = dataset
+        self.eos_token_id, self.pad_token_id = eos_token_id, pad_token_id
+        self.save_dir = save_dir
+        self.is_main = is_main  # data parallel: ranks hold identical weights; only rank 0 writes files
+        c = config
+        p = c.max_prompt_length
+        self.scoring = ScoringForwards(reference, reward, critic, p, c.temperature)
+        scale = dict(loss_scale or {})
+        scale_args = dict(
+            loss_scale=float(scale.get("loss_scale_value", 1.0)),
+            scale_factor=float(scale.get("scale_factor", 2.0)),
+            scale_window=int(scale.get("scale_window", 1000)),
+        )
+        steps = c.total_optimizer_steps
+        betas = (c.adam_beta1, c.adam_beta2)
+        actor_lrs = lr_schedule(c.actor_lr, steps, c.warmup_steps, c.lr_decay, c.min_lr_ratio)
+        critic_lrs = lr_schedule(c.critic_lr, steps, c.warmup_steps, c.lr_decay, c.min_lr_ratio)
+        self.actor_optimizer = make_optimizer(actor.trainable_params(), actor_lrs, c.weight_decay, betas, c.adam_eps)
+        self.critic_optimizer = make_optimizer(critic.trainable_params(), critic_lrs, c.weight_decay, betas, c.adam_eps)
+        grad_norm = c.max_grad_norm or 0.0
+        actor_loss = ActorLoss(actor, p, c.temperature, c.cliprange, c.entropy_coef, c.ptx_coef)
+        self.actor_step = TrainStep(actor_loss, self.actor_optimizer, grad_norm, lrs=actor_lrs, **scale_args)
+        critic_loss = CriticLoss(critic, p, c.cliprange_value, c.vf_coef)
+        self.critic_step = TrainStep(critic_loss, self.critic_optimizer, grad_norm, lrs=critic_lrs, **scale_args)
+        self.kl_controller = ppo_math.make_kl_controller(c.adaptive_kl, c.init_kl_coef, c.kl_target, c.kl_horizon)
+        self.score_normalizer = ppo_math.ScoreNormalizer(c.normalize_scores, c.score_clip)
+        self.iteration = 0  # iterations completed
+        self.metrics: Optional[MetricsWriter] = None
+
+    # ------------------------------------------------------------------------------------------ experience
+    def _generate(self, batch: Dict[str, np.ndarray]):
+        """1. Sample one response per prompt; responses padded to exactly max_new_tokens (static shapes)."""
+        from mindrlhf.generation import generate
+
+        c = self.config
+        out = generate(
+            self.actor,
+            batch["prompt_ids"],
+            batch["prompt_mask"],
+            max_new_tokens=c.max_new_tokens,
+            do_sample=True,
+            temperature=c.temperature,
+            top_k=c.top_k,
+            top_p=c.top_p,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=self.pad_token_id,
+            seed=c.seed * 100_003 + self.iteration,
+        )
+        sequences, response_mask, logprobs = _np(out.sequences), _np(out.response_mask), _np(out.logprobs)
+        missing = c.max_new_tokens - response_mask.shape[1]
+        if missing > 0:  # every row stopped early: pad so later graphs keep one shape
+            b = sequences.shape[0]
+            sequences = np.concatenate([sequences, np.full((b, missing), self.pad_token_id, sequences.dtype)], 1)
+            response_mask = np.concatenate([response_mask, np.zeros((b, missing), response_mask.dtype)], 1)
+            logprobs = np.concatenate([logprobs, np.zeros((b, missing), logprobs.dtype)], 1)
+        return sequences.astype(np.int32), response_mask.astype(np.float32), logprobs.astype(np.float32)
+
+    def make_experience(self, batch: Dict[str, np.ndarray]) -> Experience:
+        """Steps 1-3 for one rollout batch (timings in `self.timings`)."""
+        c = self.config
+        t0 = time.perf_counter()
+        sequences, response_mask, old_logprobs = self._generate(batch)  # 1. generate
+        attention_mask = np.concatenate([batch["prompt_mask"], response_mask], 1).astype(np.int32)
+        t1 = time.perf_counter()
+        scores, ref_logprobs, values = (  # 2. score
+            _np(x) for x in self.scoring(Tensor(sequences), Tensor(attention_mask))
+        )
+        t2 = time.perf_counter()
+        ref_logprobs, values = ref_logprobs * response_mask, values * response_mask
+        shaped_scores = self.score_normalizer(scores)  # 3. advantages
+        rewards = ppo_math.compute_rewards(
+            old_logprobs, ref_logprobs, shaped_scores, response_mask, self.kl_controller.value, c.kl_estimator
+        )
+        advantages, returns = ppo_math.gae_advantages(rewards, values, response_mask, c.gamma, c.lam)
+        if c.whiten_advantages:
+            advantages = ppo_math.masked_whiten(advantages, response_mask)
+        self.timings = {"generate": t1 - t0, "score": t2 - t1, "advantages": time.perf_counter() - t2}
+        f32 = np.float32
+        return Experience(
+            sequences=sequences,
+            attention_mask=attention_mask,
+            response_mask=response_mask,
+            old_logprobs=old_logprobs,
+            ref_logprobs=ref_logprobs.astype(f32),
+            old_values=values.astype(f32),
+            scores=scores.astype(f32),
+            rewards=rewards.astype(f32),
+            advantages=advantages.astype(f32),
+            returns=returns.astype(f32),
+            pretrain_ids=batch["pretrain_ids"].astype(np.int32),
+            pretrain_mask=batch["pretrain_mask"].astype(np.int32),
+            loss_mask=batch["loss_mask"].astype(f32),
+        )
+
+    # ------------------------------------------------------------------------------------------ optimise
+    def train_step(self, exp: Experience) -> Dict[str, float]:
+        """4. ppo_epochs passes of shuffled mini-batches; one actor and one critic update per mini-batch."""
+        c = self.config
+        b = exp.sequences.shape[0]
+        sums: Dict[str, list] = {}
+        first = None
+        for epoch in range(c.ppo_epochs):
+            order = np.random.default_rng([c.seed, self.iteration, epoch]).permutation(b)
+            for mb in range(c.num_mini_batches):
+                idx = order[mb * c.mini_batch_size : (mb + 1) * c.mini_batch_size]
+                t = {k: Tensor(v[idx]) for k, v in dataclasses.asdict(exp).items() if v.ndim >= 1}
+                lr = self.actor_step.current_lr()
+                loss, a_metrics, overflow, a_norm = self.actor_step(
+                    t["sequences"], t["attention_mask"], t["response_mask"], t["old_logprobs"], t["advantages"],
+                    t["pretrain_ids"], t["pretrain_mask"], t["loss_mask"],
+                )
+                v_loss, v_metrics, v_overflow, v_norm = self.critic_step(
+                    t["sequences"], t["attention_mask"], t["response_mask"], t["old_values"], t["returns"]
+                )
+                overflow = bool(overflow.asnumpy())
+                log_line.info(
+                    "PPO Batch: %d | PPO Epoch: %d | loss: [%.6f] | lr: [%.6g] | is overflow: %s | loss scale: %s",
+                    mb, epoch, float(loss.asnumpy()), lr, overflow, self.actor_step.state_dict()["loss_scale"],
+                )
+                a, v = a_metrics.asnumpy(), v_metrics.asnumpy()
+                if first is None:
+                    first = a
+                row = {
+                    "ppo/loss/actor": float(loss.asnumpy()), "ppo/loss/policy": a[0], "ppo/policy/clipfrac": a[1],
+                    "ppo/policy/approx_kl": a[2], "ppo/policy/entropy": a[3], "ppo/loss/ptx": a[4],
+                    "ppo/loss/value": v[0], "ppo/val/clipfrac": v[1], "ppo/val/mean": v[2],
+                    "ppo/loss/critic": float(v_loss.asnumpy()), "ppo/grad_norm/actor": float(a_norm.asnumpy()),
+                    "ppo/grad_norm/critic": float(v_norm.asnumpy()), "ppo/overflow/actor": float(overflow),
+                    "ppo/overflow/critic": float(bool(v_overflow.asnumpy())),
+                }
+                for key, value in row.items():
+                    sums.setdefault(key, []).append(float(value))
+        out = {k: float(np.mean(v)) for k, v in sums.items()}
+        out["ppo/logprob_diff/max"] = float(first[5])
+        out["ppo/logprob_diff/mean"] = float(first[6])
+        out["ppo/lr/actor"] = self.actor_step.current_lr()
+        out["ppo/lr/critic"] = self.critic_step.current_lr()
+        out["ppo/loss_scale/actor"] = self.actor_step.state_dict()["loss_scale"]
+        return out
+
+    def _experience_metrics(self, exp: Experience) -> Dict[str, float]:
+        mask = exp.response_mask
+        kl = ((exp.old_logprobs - exp.ref_logprobs) * mask).sum(1)  # k1 per sequence
+        lengths = mask.sum(1)
+        return {
+            "env/score_mean": float(exp.scores.mean()), "env/score_std": float(exp.scores.std()),
+            "env/reward_mean": float(exp.rewards.sum(1).mean()), "env/reward_std": float(exp.rewards.sum(1).std()),
+            "objective/kl": float(kl.mean()), "objective/kl_coef": float(self.kl_controller.value),
+            "ppo/returns/mean": float(ppo_math.masked_mean(exp.returns, mask)),
+            "ppo/val/explained_variance": float(ppo_math.explained_variance(exp.old_values, exp.returns, mask)),
+            "response/length_mean": float(lengths.mean()), "response/length_max": float(lengths.max()),
+        }
+
+    # ------------------------------------------------------------------------------------------ loop
+    def train(self, stop_after: Optional[int] = None) -> Dict[str, float]:
+        """Run iterations `self.iteration .. num_iterations - 1`; returns the last iteration's metrics.
+
+        `stop_after=k` stops (with a checkpoint) after k iterations of this call, as if the job were killed
+        there: the schedule is still the full run's, so a later `resume` continues exactly.
+        """
+        c = self.config
+        end = c.num_iterations if stop_after is None else min(c.num_iterations, self.iteration + stop_after)
+        os.makedirs(self.save_dir, exist_ok=True)
+        self.metrics = None
+        if self.is_main:
+            self.metrics = MetricsWriter(
+                os.path.join(self.save_dir, c.metrics_file),
+                tensorboard_dir=os.path.join(self.save_dir, "tensorboard"),
+                resume_step=self.iteration - 1 if self.iteration else None,
+            )
+        last: Dict[str, float] = {}
+        bar = tqdm(range(self.iteration, end), desc="PPO", initial=self.iteration, total=c.num_iterations)
+        for _ in bar:
+            start = time.perf_counter()
+            exp = self.make_experience(self.dataset.batch(self.iteration))  # 1-3
+            t_train = time.perf_counter()
+            last = self.train_step(exp)  # 4
+            train_seconds = time.perf_counter() - t_train
+            last.update(self._experience_metrics(exp))
+            self.kl_controller.update(last["objective/kl"], exp.sequences.shape[0])  # 5
+            elapsed = time.perf_counter() - start
+            last.update({
+                "time/generate": self.timings["generate"], "time/score": self.timings["score"],
+                "time/advantages": self.timings["advantages"], "time/train": train_seconds,
+                "time/iteration": elapsed, "perf/tokens_per_s": float(exp.response_mask.sum() / elapsed),
+            })
+            if self.metrics and (self.iteration % c.log_interval == 0 or self.iteration == c.num_iterations - 1):
+                self.metrics.write(self.iteration, last)
+            bar.set_postfix(score=f"{last['env/score_mean']:.3f}", kl=f"{last['objective/kl']:.3f}")
+            self.iteration += 1
+            if self.is_main and ((c.save_interval and self.iteration % c.save_interval == 0) or self.iteration == end):
+                self.save()
+        if self.metrics:
+            self.metrics.close()
+        return last
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def _state(self):
+        models = {"actor": self.actor, "critic": self.critic}
+        optimizers = {"actor": self.actor_optimizer, "critic": self.critic_optimizer}
+        return models, optimizers
+
+    def save(self) -> str:
+        """Checkpoint after `self.iteration` iterations (layout: `mindrlhf.utils.run_state`).
+
+        actor.ckpt / critic.ckpt carry MindFormers names (the actor loads as an SFT model again); the optimiser
+        files hold Adam moments and the step; state.json the KL coefficient, score statistics and loss scales.
+        The iteration count is also the data position: iteration i reads batch i.
+        """
+        models, optimizers = self._state()
+        state = {
+            "kl_controller": self.kl_controller.state_dict(),
+            "score_normalizer": self.score_normalizer.state_dict(),
+            "actor_step": self.actor_step.state_dict(),
+            "critic_step": self.critic_step.state_dict(),
+            "config": self.config.to_dict(),
+        }
+        return save_run_state(self.save_dir, self.iteration, models, optimizers, state)
+
+    def resume(self, save_dir: str) -> None:
+        """Restore everything `save` wrote under `save_dir`; training then continues exactly."""
+        models, optimizers = self._state()
+        state = load_run_state(save_dir, models, optimizers)
+        self.kl_controller.load_state_dict(state["kl_controller"])
+        self.score_normalizer.load_state_dict(state["score_normalizer"])
+        self.actor_step.load_state_dict(state["actor_step"])
+        self.critic_step.load_state_dict(state["critic_step"])
+        self.iteration = int(state["step"])

@@ -1,0 +1,281 @@
+"""Supervised fine-tuning of a causal LM, and the fixed-shape training loop it shares with the reward model.
+
+    for step in range(start, total_steps):
+        1. batch     the next fixed-shape batch; step s reads batch s % n of epoch s // n (exact resume)
+        2. update    one jitted TrainStep: forward, masked next-token NLL, backward, clip, AdamW
+        3. log       every log_interval steps: read the losses back, one log line, one metrics row
+        4. save      every save_interval steps and at the end (resumable run state); export model + YAML
+
+SFT loss (`mode="sft"`): -mean log p(x_t | x_<t) over response tokens (the dataset's `loss_mask`, aligned to
+input positions). Language-model pre-training (`mode="lm"`): the same over every real token (`attention_mask`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, nn, ops
+from tqdm import tqdm
+
+from mindrlhf.configs.run_config import write_run_yaml
+from mindrlhf.configs.train_config import SFTConfig, _TrainConfig
+from mindrlhf.trainer import losses
+from mindrlhf.trainer.train_step import TrainStep, lr_schedule, make_optimizer
+from mindrlhf.utils.checkpoint import save_checkpoint
+from mindrlhf.utils.metrics import MetricsWriter
+from mindrlhf.utils.run_state import load_run_state, save_run_state
+
+logger = logging.getLogger(__name__)
+
+MODEL_CKPT = "model.ckpt"  # final weights, MindFormers names
+MODEL_YAML = (
+    "model.yaml"  # MindFormers run YAML naming MODEL_CKPT (train.py --sft_model_path / --reward_model_path)
+)
+
+
+class SFTLoss(nn.Cell):
+    """Masked next-token NLL of a LlamaForCausalLM; returns (loss, metrics[1] = [number of target tokens]).
+
+    input_ids, attention_mask, loss_mask: `[B, T]` int32; loss_mask[t] = 1 means input_ids[t] is a target.
+    """
+
+    def __init__(self, model: nn.Cell):
+        super().__init__(auto_prefix=False)
+        self.model = model
+
+    def construct(self, input_ids, attention_mask, loss_mask):
+        logits = self.model(input_ids, attention_mask)  # (B, T, V) float32
+        loss = losses.ptx_loss(logits, input_ids, loss_mask)
+        targets = loss_mask[:, 1:].astype(ms.float32).sum()
+        return loss, ops.stack([targets])
+
+
+class SupervisedTrainer:
+    """One model, one loss cell, fixed-shape batches: the loop in the module doc, used by SFT and the reward model.
+
+    `batches` has `len()` (batches per epoch) and `iter_epoch(epoch, start_batch)` yielding `{field: int32
+    [B, L]}` (`mindrlhf.data.reader.MindRecordBatches`). `input_keys` are the fields passed to `loss_cell`, in
+    order; `metric_names` label its metrics vector. `evaluator()` (optional) returns held-out metrics; it runs
+    every `eval_interval` steps (0: only at the end).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: _TrainConfig,
+        model: nn.Cell,
+        loss_cell: nn.Cell,
+        input_keys: Sequence[str],
+        metric_names: Sequence[str],
+        batches: Any,
+        save_dir: str,
+        loss_scale: Optional[Dict[str, float]] = None,
+        evaluator: Optional[Callable[[], Dict[str, float]]] = None,
+        eval_interval: int = 0,
+        line_metrics: Sequence[str] = (),
+    ):
+        if len(batches) < 1:
+            raise ValueError(f"the training data has no full batch of {config.batch_size} rows")
+        self.name, self.config, self.model = name, config, model
+        self.input_keys, self.metric_names = tuple(input_keys), tuple(metric_names)
+        self.batches, self.save_dir = batches, save_dir
+        self.evaluator, self.eval_interval = evaluator, eval_interval
+        self.line_metrics = tuple(line_metrics)  # metric_names also shown in the log line
+        self.total_steps = config.total_steps(len(batches))
+        c = config
+        self.lrs = lr_schedule(c.learning_rate, self.total_steps, c.warmup_steps, c.lr_decay, c.min_lr_ratio)
+        self.optimizer = make_optimizer(
+            model.trainable_params(), self.lrs, c.weight_decay, (c.adam_beta1, c.adam_beta2), c.adam_eps
+        )
+        scale = dict(loss_scale or {})
+        self.train_step = TrainStep(
+            loss_cell,
+            self.optimizer,
+            c.max_grad_norm or 0.0,
+            loss_scale=float(scale.get("loss_scale_value", 1.0)),
+            scale_factor=float(scale.get("scale_factor", 2.0)),
+            scale_window=int(scale.get("scale_window", 1000)),
+            lrs=self.lrs,
+        )
+        self.step = 0  # optimiser steps completed (also the data position)
+        self.log_line = logging.getLogger(f"mindrlhf.{name}")
+        self.metrics: Optional[MetricsWriter] = None
+
+    # ------------------------------------------------------------------------------------------ data
+    def _batch_stream(self) -> Iterator[Dict[str, np.ndarray]]:
+        """Batches from position `self.step` on, crossing epochs: step s is batch s % n of epoch s // n."""
+        epoch, start = divmod(self.step, len(self.batches))
+        while True:
+            yield from self.batches.iter_epoch(epoch, start)
+            epoch, start = epoch + 1, 0
+
+    # ------------------------------------------------------------------------------------------ loop
+    def train(self, stop_at_step: Optional[int] = None) -> Dict[str, float]:
+        """Run steps `self.step .. total_steps - 1`, then save and export; returns the last logged metrics.
+
+        `stop_at_step`: save and return after that many steps without exporting (the schedule still spans
+        total_steps; `resume` continues exactly), for jobs with a time limit.
+        """
+        c = self.config
+        end = self.total_steps if stop_at_step is None else min(int(stop_at_step), self.total_steps)
+        os.makedirs(self.save_dir, exist_ok=True)
+        self.metrics = MetricsWriter(
+            os.path.join(self.save_dir, c.metrics_file),
+            tensorboard_dir=os.path.join(self.save_dir, "tensorboard"),
+            resume_step=self.step if self.step else None,
+        )
+        last: Dict[str, float] = {}
+        pending: List[tuple] = []  # step outputs not yet read back (tensors; no host sync until logged)
+        stream = self._batch_stream()
+        bar = tqdm(total=end, initial=self.step, desc=self.name.upper(), disable=None, mininterval=2.0)
+        tick, timed_steps, compiled = time.perf_counter(), 0, False
+        while self.step < end:
+            batch = next(stream)  # 1. batch
+            pending.append(self.train_step(*(Tensor(batch[k]) for k in self.input_keys)))  # 2. update
+            self.step += 1
+            timed_steps += 1
+            bar.update(1)
+            if not compiled:  # the first call compiles the graph: time it apart from the steps/s
+                pending[-1][0].asnumpy()
+                logger.info("train step compiled and run once in %.1f s", time.perf_counter() - tick)
+                tick, timed_steps, compiled = time.perf_counter(), 0, True
+            finished = self.step == self.total_steps
+            if self.step % c.log_interval == 0 or self.step == end:  # 3. log
+                now = time.perf_counter()
+                last = self._log(pending, timed_steps / (now - tick) if timed_steps else float("nan"))
+                pending, tick, timed_steps = [], now, 0
+            if self.evaluator is not None and (
+                (self.eval_interval and self.step % self.eval_interval == 0) or finished
+            ):
+                last.update(self._evaluate())
+                tick, timed_steps = time.perf_counter(), 0
+            if (c.save_interval and self.step % c.save_interval == 0) or self.step == end:  # 4. save
+                self.save()
+                tick, timed_steps = time.perf_counter(), 0
+        bar.close()
+        self.metrics.close()
+        if self.step == self.total_steps:
+            self.export()
+        else:
+            logger.info(
+                "stopped after step %d of %d; continue with --resume %s",
+                self.step,
+                self.total_steps,
+                self.save_dir,
+            )
+        return last
+
+    def _log(self, pending: List[tuple], steps_per_s: float) -> Dict[str, float]:
+        """Read back the losses of the last len(pending) steps; one log line and one metrics row (their means)."""
+        n = self.name
+        loss = np.array([float(out[0].asnumpy()) for out in pending])
+        metrics = np.stack([out[1].asnumpy() for out in pending]).mean(0)
+        overflow = [bool(out[2].asnumpy()) for out in pending]
+        lr = float(self.lrs[min(self.step, self.total_steps) - 1])
+        loss_scale = self.train_step.state_dict()["loss_scale"]
+        epoch = (self.step - 1) // len(self.batches)
+        row = {
+            f"{n}/loss": float(loss.mean()),
+            **{f"{n}/{k}": float(v) for k, v in zip(self.metric_names, metrics)},
+            f"{n}/grad_norm": float(pending[-1][3].asnumpy()),
+            f"{n}/lr": lr,
+            f"{n}/loss_scale": loss_scale,
+            f"{n}/overflow_steps": float(sum(overflow)),
+            f"{n}/epoch": float(epoch),
+            "perf/steps_per_s": steps_per_s,
+        }
+        extra = "".join(f" | {k}: [{row[f'{n}/{k}']:.4f}]" for k in self.line_metrics)
+        self.log_line.info(
+            "%s Step: %d/%d | %s Epoch: %d | loss: [%.6f]%s | lr: [%.6g] | is overflow: %s | loss scale: %s | "
+            "steps/s: %.2f",
+            n.upper(), self.step, self.total_steps, n.upper(), epoch, row[f"{n}/loss"], extra, lr, any(overflow),
+            loss_scale, row["perf/steps_per_s"],
+        )  # fmt: skip
+        self.metrics.write(self.step, row)
+        return row
+
+    def _evaluate(self) -> Dict[str, float]:
+        start = time.perf_counter()
+        out = self.evaluator()
+        out["time/eval"] = time.perf_counter() - start
+        self.log_line.info(
+            "%s Eval: step %d | %s", self.name.upper(), self.step,
+            " | ".join(f"{k}: {v:.4f}" for k, v in out.items()),
+        )  # fmt: skip
+        self.metrics.write(self.step, out)
+        return out
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def save(self) -> str:
+        """Resumable state after `self.step` steps (layout: `mindrlhf.utils.run_state`; model.ckpt in it has
+        MindFormers names, model_optimizer.ckpt the Adam moments and step, state.json the loss scale)."""
+        state = {
+            "train_step": self.train_step.state_dict(),
+            "total_steps": self.total_steps,
+            "config": self.config.to_dict(),
+        }
+        return save_run_state(
+            self.save_dir, self.step, {"model": self.model}, {"model": self.optimizer}, state
+        )
+
+    def resume(self, save_dir: str) -> None:
+        """Restore what `save` wrote under `save_dir`; training then continues bit-exactly."""
+        state = load_run_state(save_dir, {"model": self.model}, {"model": self.optimizer})
+        self.train_step.load_state_dict(state["train_step"])
+        self.step = int(state["step"])
+        changed = sorted(k for k, v in state.get("config", {}).items() if self.config.to_dict().get(k) != v)
+        if changed:
+            logger.warning(
+                "resuming with changed settings (%s): the continuation differs from an uninterrupted run",
+                ", ".join(changed),
+            )
+        if self.step > self.total_steps:
+            raise ValueError(
+                f"{save_dir}: the checkpoint is at step {self.step}, past this run's {self.total_steps} steps; "
+                "raise --max_steps or --epochs"
+            )
+
+    def export(self) -> str:
+        """Write `save_dir/model.ckpt` and `save_dir/model.yaml` (a MindFormers run YAML naming it)."""
+        ckpt = save_checkpoint(self.model, os.path.join(self.save_dir, MODEL_CKPT))
+        path = write_run_yaml(
+            self.model.config, os.path.join(self.save_dir, MODEL_YAML), checkpoint=os.path.abspath(ckpt)
+        )
+        logger.info("exported %s and %s", ckpt, path)
+        return path
+
+
+class SFTTrainer(SupervisedTrainer):
+    """`SFTTrainer(config, model, batches, save_dir)`; `train()` runs SFT (or LM pre-training, `config.mode`)."""
+
+    def __init__(
+        self,
+        config: SFTConfig,
+        model: nn.Cell,
+        batches: Any,
+        save_dir: str,
+        loss_scale: Optional[Dict[str, float]] = None,
+    ):
+        # Chosen once: 'lm' trains on every real token, so the attention mask doubles as the loss mask.
+        loss_key = "loss_mask" if config.mode == "sft" else "attention_mask"
+        super().__init__(
+            "sft",
+            config,
+            model,
+            SFTLoss(model),
+            input_keys=("input_ids", "attention_mask", loss_key),
+            metric_names=("target_tokens",),
+            batches=batches,
+            save_dir=save_dir,
+            loss_scale=loss_scale,
+        )
+        logger.info(
+            "SFT mode %r: loss on %s; %d steps (%d batches of %d per epoch)",
+            config.mode, "response tokens (loss_mask)" if config.mode == "sft" else "every real token",
+            self.total_steps, len(batches), config.batch_size,
+        )  # fmt: skip
