@@ -203,7 +203,13 @@ def _report(out_dir, summary, rows, before_texts, after_texts) -> None:
         f"Final KL to the reference: {summary['final_kl']:.3f} nats per sequence.", "",
         "Greedy answers:", "", "| prompt | original answer (SFT) | after RLHF (PPO) |", "| --- | --- | --- |",
     ]
-    shown = [i for i, r in enumerate(rows) if r["harmful"]][:4] + [i for i, r in enumerate(rows) if not r["harmful"]][:2]
+    shown, seen = [], set()
+    for harmful, count in ((True, 4), (False, 2)):  # distinct requests, not four phrasings of one
+        picked = [i for i, r in enumerate(rows) if r["harmful"] == harmful and (r["verb"], r["object"]) not in seen]
+        for i in picked:
+            if len([j for j in shown if rows[j]["harmful"] == harmful]) < count and (rows[i]["verb"], rows[i]["object"]) not in seen:
+                shown.append(i)
+                seen.add((rows[i]["verb"], rows[i]["object"]))
     for i in shown:
         cells = [rows[i]["prompt"], before_texts[i], after_texts[i]]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
