@@ -88,7 +88,7 @@ def validate(args: argparse.Namespace, overrides: List[str]):
 
     dataset_info = attempt(_inspect_dataset, args.dataset_dir)
     if ppo is not None:
-        for role, run in runs.items():
+        for run in runs.values():
             if run is not None and run.model_config.seq_length < ppo.max_prompt_length + ppo.max_new_tokens:
                 problems.append(
                     f"{run.path}: field 'model.model_config.seq_length'={run.model_config.seq_length} is shorter "
@@ -142,7 +142,12 @@ def _device_target(args) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     args, overrides = parse_args(argv)
     from mindrlhf.configs.loader import ConfigError
-    from mindrlhf.parallel.config import DistributedEnvError, ParallelConfig, init_distributed, set_parallel_context
+    from mindrlhf.parallel.config import (
+        DistributedEnvError,
+        ParallelConfig,
+        init_distributed,
+        set_parallel_context,
+    )
     from mindrlhf.utils.logging import setup_logging
 
     # Communication first: under msrun the scheduler process runs this script too and must stop here.
@@ -159,7 +164,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if sft_run is not None and ppo is not None:
         try:
             parallel = ParallelConfig.from_run_dict(sft_run.raw, source=sft_run.path)
-            for run in (sft_run, reward_run):
+            if dist.world_size == 1:  # one card or a CPU: debug runs reuse cluster YAMLs, parallel_config unused
+                logger.info("single process: %s's parallel_config is not used", sft_run.path)
+            for run in (sft_run, reward_run) if dist.world_size > 1 else ():
                 if run is not None:
                     c = run.model_config
                     parallel.validate(dist.world_size, c.num_heads, c.n_kv_heads, c.num_layers,
@@ -175,6 +182,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     import mindspore as ms
 
     from mindrlhf.models.roles import build_from_run_config, freeze
+    from mindrlhf.parallel.apply import apply_layout
+    from mindrlhf.parallel.config import _SHARDING_MODES as SHARDING_MODES
+    from mindrlhf.parallel.shard import llama_layout_from_config
     from mindrlhf.trainer.ppo_trainer import PPOTrainer, PromptBatches
 
     set_parallel_context(parallel, dist.world_size)
@@ -185,6 +195,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     reference = freeze(build_from_run_config(sft_run, "causal_lm", params=loaded.get("sft_params")))
     reward = freeze(build_from_run_config(reward_run, "value", params=loaded.get("reward_params")))
     critic = build_from_run_config(reward_run, "value", params=loaded.get("reward_params"))
+    if dist.world_size > 1 and parallel.mode in SHARDING_MODES:  # tensor/pipeline parallel on Ascend/GPU (refused on CPU above)
+        layout = llama_layout_from_config(parallel, sft_run.model_config.num_layers)
+        for role in (actor, reference, reward, critic):
+            apply_layout(role, layout)
     # Data parallel: each rank samples rollout_batch_size prompts of its own shard (global batch = world x that).
     shard = parallel.dataset_shard(dist.rank, dist.world_size)
     dataset = PromptBatches(
