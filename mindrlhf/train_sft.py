@@ -13,6 +13,17 @@ OUT receives train.log, metrics.jsonl, checkpoints/step_N/ + checkpoints/latest 
 YAML is what `train.py --sft_model_path` (and train_rm's --model_config) take. Runs in GRAPH mode unless the
 model YAML's context says `mode: 1`.
 Every input is checked before anything is built; problems are reported together, exit code 2.
+
+Data parallel (CPU: mccl, GPU: nccl, Ascend: hccl), launched by msrun with a model YAML that has
+`use_parallel: true`, `parallel.parallel_mode: 0` and `parallel_config.data_parallel: N`:
+
+    msrun --worker_num=2 --local_worker_num=2 --master_port=8118 --log_dir=OUT/msrun_log --join=True \
+        mindrlhf/train_sft.py --model_config MODEL_DP.yaml --dataset SFT.mindrecord --save_dir OUT [--key value]
+
+`--batch_size` is per rank (global batch = N x batch_size); rank r reads shard r of each epoch's order, so the
+N ranks together read exactly the rows a single process with batch N x batch_size reads in the same step.
+Rank 0 writes OUT as above (train.log); rank r > 0 logs to OUT/train_rank{r}.log only. `--save_rank_weights`
+(a debugging aid) makes every rank also write its final weights to OUT/rank_{r}/model.ckpt.
 """
 
 from __future__ import annotations
@@ -105,14 +116,19 @@ def load_model_yaml(inputs: Inputs, path: str):
     return run, inputs.attempt(read_checkpoint, run.checkpoint_path)
 
 
-def open_dataset(inputs: Inputs, path: str, kind: str, config, run, flag: str = "--dataset"):
+def open_dataset(
+    inputs: Inputs, path: str, kind: str, config, run, flag: str = "--dataset", shard: Optional[tuple] = None
+):
     """Open and check a `kind` MindRecord (reader checks: file, sidecar, checksums, kind, schema) and check it
-    against the model YAML (sequence length, vocabulary) and the batch size."""
+    against the model YAML (sequence length, vocabulary) and the batch size. `shard`: (num_shards, shard_id)
+    to read one data-parallel rank's slice (`ParallelConfig.dataset_shard`), None for every row."""
     from mindrlhf.data.reader import read_dataset
 
+    num_shards, shard_id = shard if shard else (None, None)
     batches = inputs.attempt(
-        read_dataset, path, kind, batch_size=config.batch_size, shuffle=config.shuffle, seed=config.seed
-    )
+        read_dataset, path, kind, batch_size=config.batch_size, shuffle=config.shuffle, seed=config.seed,
+        num_shards=num_shards, shard_id=shard_id,
+    )  # fmt: skip
     if batches is None or run is None:
         return batches
     model, field = run.model_config, "model.model_config"
@@ -131,7 +147,9 @@ def open_dataset(inputs: Inputs, path: str, kind: str, config, run, flag: str = 
     if flag == "--dataset":
         inputs.check(
             len(batches) >= 1,
-            f"{path}: {batches.num_rows} rows, fewer than batch_size={config.batch_size}; pass a smaller --batch_size",
+            f"{path}: {batches.num_rows} rows"
+            + (f" ({batches.num_rows // num_shards} per rank over {num_shards} ranks)" if num_shards else "")
+            + f", fewer than batch_size={config.batch_size}; pass a smaller --batch_size",
         )
     return batches
 
@@ -155,9 +173,38 @@ def check_resume(inputs: Inputs, resume: Optional[str]) -> None:
         )
 
 
-def set_context(run, device_target: Optional[str], seed: int) -> None:
+def device_target_of(args) -> str:
+    """--device_target, else the model YAML's context.device_target, else CPU (read before validation, which
+    reports a bad YAML properly)."""
+    if args.device_target:
+        return args.device_target
+    try:
+        from mindrlhf.configs.loader import load_yaml
+
+        return str((load_yaml(args.model_config).get("context") or {}).get("device_target", "CPU"))
+    except Exception:
+        return "CPU"
+
+
+def load_parallel(inputs: Inputs, run, dist, batch_size: int):
+    """The model YAML's parallel sections, checked against the launched world (global batch = world x batch)."""
+    from mindrlhf.parallel.config import ParallelConfig
+
+    parallel = inputs.attempt(ParallelConfig.from_run_dict, run.raw, run.path)
+    if parallel is None:
+        return None
+    before, c = len(inputs.problems), run.model_config
+    inputs.attempt(
+        parallel.validate, dist.world_size, c.num_heads, c.n_kv_heads, c.num_layers,
+        batch_size * dist.world_size, c.vocab_size, c.ffn_hidden_size,
+    )  # fmt: skip
+    return parallel if len(inputs.problems) == before else None
+
+
+def set_context(run, device_target: Optional[str], seed: int, set_device: bool = True) -> None:
     """Device and execution mode from the model YAML's `context` (GRAPH mode unless it says `mode: 1`):
-    the jitted TrainStep runs ~3x faster in GRAPH mode than under PyNative on CPU."""
+    the jitted TrainStep runs ~3x faster in GRAPH mode than under PyNative on CPU. `set_device=False` when
+    `init_distributed` has set it already (MindSpore refuses a second `set_device` after communication init)."""
     import mindspore as ms
 
     from mindrlhf.parallel.config import normalize_device_target
@@ -165,7 +212,8 @@ def set_context(run, device_target: Optional[str], seed: int) -> None:
     target = normalize_device_target(device_target or run.section("context.device_target", "CPU"))
     mode = ms.PYNATIVE_MODE if run.section("context.mode", 0) == 1 else ms.GRAPH_MODE
     ms.set_context(mode=mode)
-    ms.set_device(target)
+    if set_device:
+        ms.set_device(target)
     ms.set_seed(seed)
     logger.info(
         "device %s, %s mode, seed %d", target, "PyNative" if mode == ms.PYNATIVE_MODE else "GRAPH", seed
@@ -173,11 +221,31 @@ def set_context(run, device_target: Optional[str], seed: int) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args, overrides = build_parser(__doc__, DEFAULT_SFT_CONFIG).parse_known_args(argv)
+    parser = build_parser(__doc__, DEFAULT_SFT_CONFIG)
+    parser.add_argument(
+        "--save_rank_weights",
+        action="store_true",
+        help="debugging data parallel: every rank also writes its final weights to SAVE_DIR/rank_<r>/model.ckpt",
+    )
+    args, overrides = parser.parse_known_args(argv)
+    from mindrlhf.configs.loader import ConfigError
     from mindrlhf.configs.train_config import SFTConfig
+    from mindrlhf.parallel.config import DistributedEnvError, init_distributed, set_parallel_context
     from mindrlhf.utils.logging import setup_logging
 
-    setup_logging(log_file=os.path.join(args.save_dir, "train.log"))
+    # Communication first: under msrun the scheduler process runs this module too and must stop here, before
+    # it writes anything.
+    try:
+        dist = init_distributed(device_target_of(args))
+    except (ConfigError, DistributedEnvError) as exc:
+        print(f"train_sft: {exc}", file=sys.stderr)
+        return 2
+    log_name = "train.log" if dist.is_main else f"train_rank{dist.rank}.log"
+    setup_logging(log_file=os.path.join(args.save_dir, log_name))
+    if dist.world_size > 1:  # init_distributed logged it before logging was set up
+        logger.info(
+            "rank %d of %d (%s, launched by %s)", dist.rank, dist.world_size, dist.backend, dist.launcher
+        )
     inputs = Inputs()
     config = load_trainer_config(inputs, SFTConfig, args.config, DEFAULT_SFT_CONFIG, overrides)
     run, params = load_model_yaml(inputs, args.model_config)
@@ -189,7 +257,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         where = f"{run.checkpoint_path} (named by {args.model_config})"
         if inputs.attempt(check_compatible, llama_param_shapes(run.model_config), names, where, True) is None:
             params = None
-    batches = open_dataset(inputs, args.dataset, "sft", config, run) if config is not None else None
+    parallel = None
+    if run is not None and config is not None:
+        parallel = load_parallel(inputs, run, dist, config.batch_size)
+    shard = parallel.dataset_shard(dist.rank, dist.world_size) if parallel else None
+    batches = None
+    if config is not None:
+        batches = open_dataset(inputs, args.dataset, "sft", config, run, shard=shard)
     if batches is not None:
         check_schedule(inputs, config, len(batches), args.config or DEFAULT_SFT_CONFIG)
     check_resume(inputs, args.resume)
@@ -200,7 +274,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from mindrlhf.trainer.sft_trainer import SFTTrainer
     from mindrlhf.utils.checkpoint import load_param_dict
 
-    set_context(run, args.device_target, config.seed)
+    set_context(run, dist.device_target, config.seed, set_device=False)
+    # Before the trainer: TrainStep and SFTLoss read it (gradient reducer, global token mean).
+    set_parallel_context(parallel, dist.world_size)
     model = LlamaForCausalLM(run.model_config)
     if params is not None:
         load_param_dict(model, params, source=run.checkpoint_path, strict=True)
@@ -210,11 +286,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             "%s names no checkpoint: training starts from random weights (seed %d)", run.path, config.seed
         )
     trainer = SFTTrainer(
-        config, model, batches, args.save_dir, loss_scale=run.section("runner_wrapper.scale_sense", {})
-    )
+        config, model, batches, args.save_dir, loss_scale=run.section("runner_wrapper.scale_sense", {}),
+        is_main=dist.is_main,
+    )  # fmt: skip
     if args.resume:
         trainer.resume(args.resume)
     metrics = trainer.train(stop_at_step=args.stop_at_step)
+    if args.save_rank_weights:
+        from mindrlhf.utils.checkpoint import save_checkpoint
+
+        path = save_checkpoint(model, os.path.join(args.save_dir, f"rank_{dist.rank}", "model.ckpt"))
+        logger.info("rank %d wrote its weights to %s (--save_rank_weights)", dist.rank, path)
     logger.info(
         "done: %d steps, last loss %.4f; model: %s", trainer.step, metrics.get("sft/loss", float("nan")),
         os.path.join(args.save_dir, "model.yaml"),

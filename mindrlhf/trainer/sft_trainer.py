@@ -8,6 +8,10 @@
 
 SFT loss (`mode="sft"`): -mean log p(x_t | x_<t) over response tokens (the dataset's `loss_mask`, aligned to
 input positions). Language-model pre-training (`mode="lm"`): the same over every real token (`attention_mask`).
+
+Data parallel (MindSpore's auto-parallel context set to data_parallel over N ranks before the trainer is built):
+each rank steps on its own shard, TrainStep averages the gradients, the SFT mean runs over the tokens of the
+global batch (all ranks), and only the main rank (`is_main`) writes metrics, checkpoints and the exported model.
 """
 
 from __future__ import annotations
@@ -38,20 +42,39 @@ MODEL_YAML = (
 )
 
 
+def data_parallel_ranks() -> int:
+    """N when MindSpore's auto-parallel context is data_parallel over N > 1 ranks (gradients averaged), else 1."""
+    if ms.get_auto_parallel_context("parallel_mode") != ms.ParallelMode.DATA_PARALLEL:
+        return 1
+    return max(int(ms.get_auto_parallel_context("device_num")), 1)
+
+
 class SFTLoss(nn.Cell):
     """Masked next-token NLL of a LlamaForCausalLM; returns (loss, metrics[1] = [number of target tokens]).
 
     input_ids, attention_mask, loss_mask: `[B, T]` int32; loss_mask[t] = 1 means input_ids[t] is a target.
+    `data_parallel` = N > 1 ranks: loss and token count are those of the global batch (identical on every rank),
+    loss = AllReduce(sum of this rank's NLL) / AllReduce(its target tokens). AllReduce's gradient is an
+    AllReduce of the upstream 1/n, so each rank's gradient is N/n * d(own NLL sum), and TrainStep's mean over
+    ranks gives d(global NLL sum)/n: the single-process gradient. A plain per-rank mean would instead weight
+    every rank's tokens by 1/(N * its own count), which differs whenever ranks hold different numbers of tokens.
     """
 
-    def __init__(self, model: nn.Cell):
+    def __init__(self, model: nn.Cell, data_parallel: int = 1):
         super().__init__(auto_prefix=False)
         self.model = model
+        self.global_mean = data_parallel > 1
+        if self.global_mean:
+            self.all_reduce = ops.AllReduce()
 
     def construct(self, input_ids, attention_mask, loss_mask):
         logits = self.model(input_ids, attention_mask)  # (B, T, V) float32
         loss = losses.ptx_loss(logits, input_ids, loss_mask)
         targets = loss_mask[:, 1:].astype(ms.float32).sum()
+        if self.global_mean:
+            total = ops.stop_gradient(self.all_reduce(targets))
+            loss = self.all_reduce(loss * targets) / ops.maximum(total, ops.ones_like(total))
+            targets = total
         return loss, ops.stack([targets])
 
 
@@ -61,7 +84,8 @@ class SupervisedTrainer:
     `batches` has `len()` (batches per epoch) and `iter_epoch(epoch, start_batch)` yielding `{field: int32
     [B, L]}` (`mindrlhf.data.reader.MindRecordBatches`). `input_keys` are the fields passed to `loss_cell`, in
     order; `metric_names` label its metrics vector. `evaluator()` (optional) returns held-out metrics; it runs
-    every `eval_interval` steps (0: only at the end).
+    every `eval_interval` steps (0: only at the end). `is_main=False` (data-parallel ranks other than 0, whose
+    weights are identical to rank 0's): train and log lines only; no metrics file, checkpoints or export.
     """
 
     def __init__(
@@ -78,6 +102,7 @@ class SupervisedTrainer:
         evaluator: Optional[Callable[[], Dict[str, float]]] = None,
         eval_interval: int = 0,
         line_metrics: Sequence[str] = (),
+        is_main: bool = True,
     ):
         if len(batches) < 1:
             raise ValueError(f"the training data has no full batch of {config.batch_size} rows")
@@ -86,6 +111,7 @@ class SupervisedTrainer:
         self.batches, self.save_dir = batches, save_dir
         self.evaluator, self.eval_interval = evaluator, eval_interval
         self.line_metrics = tuple(line_metrics)  # metric_names also shown in the log line
+        self.is_main = is_main
         self.total_steps = config.total_steps(len(batches))
         c = config
         self.lrs = lr_schedule(c.learning_rate, self.total_steps, c.warmup_steps, c.lr_decay, c.min_lr_ratio)
@@ -124,15 +150,19 @@ class SupervisedTrainer:
         c = self.config
         end = self.total_steps if stop_at_step is None else min(int(stop_at_step), self.total_steps)
         os.makedirs(self.save_dir, exist_ok=True)
-        self.metrics = MetricsWriter(
-            os.path.join(self.save_dir, c.metrics_file),
-            tensorboard_dir=os.path.join(self.save_dir, "tensorboard"),
-            resume_step=self.step if self.step else None,
-        )
+        if self.is_main:
+            self.metrics = MetricsWriter(
+                os.path.join(self.save_dir, c.metrics_file),
+                tensorboard_dir=os.path.join(self.save_dir, "tensorboard"),
+                resume_step=self.step if self.step else None,
+            )
         last: Dict[str, float] = {}
         pending: List[tuple] = []  # step outputs not yet read back (tensors; no host sync until logged)
         stream = self._batch_stream()
-        bar = tqdm(total=end, initial=self.step, desc=self.name.upper(), disable=None, mininterval=2.0)
+        bar = tqdm(
+            total=end, initial=self.step, desc=self.name.upper(), disable=None if self.is_main else True,
+            mininterval=2.0,
+        )  # fmt: skip
         tick, timed_steps, compiled = time.perf_counter(), 0, False
         while self.step < end:
             batch = next(stream)  # 1. batch
@@ -154,13 +184,16 @@ class SupervisedTrainer:
             ):
                 last.update(self._evaluate())
                 tick, timed_steps = time.perf_counter(), 0
-            if (c.save_interval and self.step % c.save_interval == 0) or self.step == end:  # 4. save
+            saving = (c.save_interval and self.step % c.save_interval == 0) or self.step == end
+            if saving and self.is_main:  # 4. save (rank 0 only: data-parallel ranks hold identical weights)
                 self.save()
                 tick, timed_steps = time.perf_counter(), 0
         bar.close()
-        self.metrics.close()
+        if self.metrics is not None:
+            self.metrics.close()
         if self.step == self.total_steps:
-            self.export()
+            if self.is_main:
+                self.export()
         else:
             logger.info(
                 "stopped after step %d of %d; continue with --resume %s",
@@ -196,7 +229,8 @@ class SupervisedTrainer:
             n.upper(), self.step, self.total_steps, n.upper(), epoch, row[f"{n}/loss"], extra, lr, any(overflow),
             loss_scale, row["perf/steps_per_s"],
         )  # fmt: skip
-        self.metrics.write(self.step, row)
+        if self.metrics is not None:
+            self.metrics.write(self.step, row)
         return row
 
     def _evaluate(self) -> Dict[str, float]:
@@ -207,7 +241,8 @@ class SupervisedTrainer:
             "%s Eval: step %d | %s", self.name.upper(), self.step,
             " | ".join(f"{k}: {v:.4f}" for k, v in out.items()),
         )  # fmt: skip
-        self.metrics.write(self.step, out)
+        if self.metrics is not None:
+            self.metrics.write(self.step, out)
         return out
 
     # ------------------------------------------------------------------------------------------ checkpoints
@@ -260,6 +295,7 @@ class SFTTrainer(SupervisedTrainer):
         batches: Any,
         save_dir: str,
         loss_scale: Optional[Dict[str, float]] = None,
+        is_main: bool = True,
     ):
         # Chosen once: 'lm' trains on every real token, so the attention mask doubles as the loss mask.
         loss_key = "loss_mask" if config.mode == "sft" else "attention_mask"
@@ -267,12 +303,13 @@ class SFTTrainer(SupervisedTrainer):
             "sft",
             config,
             model,
-            SFTLoss(model),
+            SFTLoss(model, data_parallel_ranks()),
             input_keys=("input_ids", "attention_mask", loss_key),
             metric_names=("target_tokens",),
             batches=batches,
             save_dir=save_dir,
             loss_scale=loss_scale,
+            is_main=is_main,
         )
         logger.info(
             "SFT mode %r: loss on %s; %d steps (%d batches of %d per epoch)",

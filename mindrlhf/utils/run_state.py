@@ -17,7 +17,13 @@ from typing import Any, Dict, Mapping
 
 from mindspore import Tensor, nn
 
-from mindrlhf.utils.checkpoint import assign_parameter, check_compatible, load_checkpoint, read_checkpoint, save_checkpoint
+from mindrlhf.utils.checkpoint import (
+    assign_parameter,
+    check_compatible,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
