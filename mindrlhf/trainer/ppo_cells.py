@@ -90,7 +90,9 @@ class ActorLoss(nn.Cell):
         logprobs, logits = self.logprobs(sequences, attention_mask)
         pg_loss, clipfrac, approx_kl = losses.policy_loss(logprobs, old_logprobs, advantages, response_mask, self.cliprange)
         entropy = losses.masked_mean(losses.entropy_from_logits(logits, self.temperature), response_mask)
-        loss = pg_loss - self.entropy_coef * entropy
+        loss = pg_loss
+        if self.entropy_coef > 0:  # a graph constant: no entropy backward over [B, N, V] when unused
+            loss = loss - self.entropy_coef * entropy
         ptx = ops.zeros((), ms.float32)
         if self.ptx_coef > 0:  # a graph constant: the ptx forward exists only when it is used
             ptx = losses.ptx_loss(self.actor(pretrain_ids, pretrain_mask), pretrain_ids, loss_mask)

@@ -19,6 +19,7 @@ import os
 import time
 from typing import Any, Dict, Optional
 
+import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn
 from tqdm import tqdm
@@ -81,6 +82,44 @@ class PromptBatches:
         return out
 
 
+class _RankStats:
+    """Sums and gathers of host statistics across data-parallel ranks (identity for one process).
+
+    Whitening, the adaptive KL controller and the score normaliser must see the global rollout batch, or each
+    rank shapes rewards with its own statistics and the ranks drift apart (and only rank 0's state is saved).
+    """
+
+    def __init__(self):
+        self.world = 1
+        mode = ms.get_auto_parallel_context("parallel_mode")
+        if mode in (ms.ParallelMode.DATA_PARALLEL, ms.ParallelMode.HYBRID_PARALLEL):
+            from mindspore.communication import get_group_size
+
+            self.world = get_group_size()
+        if self.world > 1:
+            from mindspore import ops
+
+            self._sum, self._gather = ops.AllReduce(), ops.AllGather()
+
+    def sum(self, values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values, dtype=np.float32)
+        return values if self.world == 1 else self._sum(Tensor(values)).asnumpy()
+
+    def gather(self, values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values, dtype=np.float32)
+        return values if self.world == 1 else self._gather(Tensor(values)).asnumpy()
+
+    def whiten(self, x: np.ndarray, mask: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+        """`ppo_math.masked_whiten` with mean and unbiased variance over every rank's response tokens."""
+        if self.world == 1:
+            return ppo_math.masked_whiten(x, mask)
+        x64, m64 = np.asarray(x, np.float64), np.asarray(mask, np.float64)
+        total, count, squares = self.sum(np.array([(x64 * m64).sum(), m64.sum(), (x64 * x64 * m64).sum()]))
+        mean = total / max(count, 1.0)
+        var = max(squares - count * mean * mean, 0.0) / max(count - 1.0, 1.0)
+        return (x64 - mean) / np.sqrt(var + eps) * m64
+
+
 def _np(x) -> np.ndarray:
     return x.asnumpy() if hasattr(x, "asnumpy") else np.asarray(x)
 
@@ -139,6 +178,7 @@ class PPOTrainer:
         self.critic_step = TrainStep(critic_loss, self.critic_optimizer, grad_norm, lrs=critic_lrs, **scale_args)
         self.kl_controller = ppo_math.make_kl_controller(c.adaptive_kl, c.init_kl_coef, c.kl_target, c.kl_horizon)
         self.score_normalizer = ppo_math.ScoreNormalizer(c.normalize_scores, c.score_clip)
+        self.ranks = _RankStats()
         self.iteration = 0  # iterations completed
         self.metrics: Optional[MetricsWriter] = None
 
@@ -182,13 +222,13 @@ class PPOTrainer:
         )
         t2 = time.perf_counter()
         ref_logprobs, values = ref_logprobs * response_mask, values * response_mask
-        shaped_scores = self.score_normalizer(scores)  # 3. advantages
+        shaped_scores = self._shape_scores(scores)  # 3. advantages
         rewards = ppo_math.compute_rewards(
             old_logprobs, ref_logprobs, shaped_scores, response_mask, self.kl_controller.value, c.kl_estimator
         )
         advantages, returns = ppo_math.gae_advantages(rewards, values, response_mask, c.gamma, c.lam)
         if c.whiten_advantages:
-            advantages = ppo_math.masked_whiten(advantages, response_mask)
+            advantages = self.ranks.whiten(advantages, response_mask)
         self.timings = {"generate": t1 - t0, "score": t2 - t1, "advantages": time.perf_counter() - t2}
         f32 = np.float32
         return Experience(
@@ -207,6 +247,13 @@ class PPOTrainer:
             loss_mask=batch["loss_mask"].astype(f32),
         )
 
+    def _shape_scores(self, scores: np.ndarray) -> np.ndarray:
+        """Normalise/clip scores; the running statistics are updated with every rank's scores."""
+        if self.ranks.world == 1:
+            return self.score_normalizer(scores)
+        self.score_normalizer(self.ranks.gather(scores))  # identical update on every rank
+        return self.score_normalizer(scores, update=False)
+
     # ------------------------------------------------------------------------------------------ optimise
     def train_step(self, exp: Experience) -> Dict[str, float]:
         """4. ppo_epochs passes of shuffled mini-batches; one actor and one critic update per mini-batch."""
@@ -218,7 +265,7 @@ class PPOTrainer:
             order = np.random.default_rng([c.seed, self.iteration, epoch]).permutation(b)
             for mb in range(c.num_mini_batches):
                 idx = order[mb * c.mini_batch_size : (mb + 1) * c.mini_batch_size]
-                t = {k: Tensor(v[idx]) for k, v in dataclasses.asdict(exp).items() if v.ndim >= 1}
+                t = {f.name: Tensor(getattr(exp, f.name)[idx]) for f in dataclasses.fields(exp)}  # no deep copy
                 lr = self.actor_step.current_lr()
                 loss, a_metrics, overflow, a_norm = self.actor_step(
                     t["sequences"], t["attention_mask"], t["response_mask"], t["old_logprobs"], t["advantages"],
@@ -291,7 +338,12 @@ class PPOTrainer:
             t_train = time.perf_counter()
             last = self.train_step(exp)  # 4
             train_seconds = time.perf_counter() - t_train
-            last.update(self._experience_metrics(exp))
+            rollout = self._experience_metrics(exp)
+            if self.ranks.world > 1:  # metrics and the KL controller describe the global rollout batch
+                keys = sorted(rollout)
+                means = self.ranks.sum(np.array([rollout[k] for k in keys])) / self.ranks.world
+                rollout = {k: float(v) for k, v in zip(keys, means)}
+            last.update(rollout)
             self.kl_controller.update(last["objective/kl"], exp.sequences.shape[0])  # 5
             elapsed = time.perf_counter() - start
             last.update({
