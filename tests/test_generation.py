@@ -189,8 +189,11 @@ def test_seed_and_eos(ours, prompts):
     # all rows stop -> the loop ends early (identical rows, greedy: everyone hits the EOS at the same step)
     same = np.repeat(ids[:1], 3, 0), np.repeat(mask[:1], 3, 0)
     g = generate(ours, *same, max_new_tokens=N)
-    eos = int(g.response_ids[0, 3])
-    first = int(np.flatnonzero(g.response_ids[0] == eos)[0])
+    tokens = g.response_ids[0].tolist()
+    new_at = [i for i in range(1, N - 1) if tokens[i] not in tokens[:i]]  # stop during decode, not prefill
+    assert new_at, f"greedy output too repetitive to place an EOS: {tokens}"
+    first = new_at[0]
+    eos = tokens[first]
     early = generate(ours, *same, max_new_tokens=N, eos_token_id=eos)
     assert early.num_steps == first + 1 < N
     assert early.response_mask.sum(1).tolist() == [first + 1] * 3

@@ -40,9 +40,7 @@ class GenerationOutput:
 
     sequences: np.ndarray  # [B, P+N] int32: the prompt as given (left-padded) + response, pad after EOS
     response_mask: np.ndarray  # [B, N] int32: 1 for real response tokens (EOS included), 0 after
-    logprobs: (
-        np.ndarray
-    )  # [B, N] float32: log softmax(logits / temperature) at each chosen token; 0 if masked
+    logprobs: np.ndarray  # [B, N] float32: log softmax(logits / T) at the chosen tokens; 0 where masked
     num_steps: int  # tokens generated before every row stopped (<= N)
     timings: Dict[str, float]  # prefill_s, decode_s (wall seconds; the first call includes compilation)
 
@@ -71,7 +69,8 @@ class _Prefill(nn.Cell):
 
 
 class _Decode(nn.Cell):
-    """Feed token i-1 (`tokens [B]`) at cache slot `slot` = P+i-1 and choose token i; rows already done emit pad."""
+    """Feed token i-1 (`tokens [B]`) at cache slot `slot` = P+i-1 and choose token i; `done` marks rows past EOS
+    (they keep computing, static shapes; the host replaces their tokens with pad)."""
 
     def __init__(self, model, cache, sampler, prompt_len: int):
         super().__init__(auto_prefix=False)
@@ -79,7 +78,7 @@ class _Decode(nn.Cell):
         self.prompt_len = prompt_len
 
     @ms.jit
-    def construct(self, tokens, prompt_mask, slot, done, temperature, top_p, uniforms, eos, pad):
+    def construct(self, tokens, prompt_mask, slot, done, temperature, top_p, uniforms, eos):
         s = prompt_mask.shape[1]
         k_slots = ops.arange(0, s, dtype=ms.int32)
         generated = ops.logical_and(k_slots >= self.prompt_len, k_slots <= slot).reshape(1, s)
@@ -89,7 +88,6 @@ class _Decode(nn.Cell):
         logits = logits.reshape(logits.shape[0], -1)  # (B, V); reshape is free, a [:, 0] slice copies slowly
         uniform = ops.gather(uniforms, slot - (self.prompt_len - 1), 0)  # (B,) this step's draws
         new, logprobs = self.sampler(logits, temperature, top_p, uniform)
-        new = ops.where(done, pad, new)
         done = ops.logical_or(done, new == eos)
         return new, logprobs, done, ops.all(done)
 
@@ -254,7 +252,6 @@ def generate(
     prompt_mask_t, uniforms = Tensor(prompt_mask), Tensor(draws)
     temperature_t, top_p_t = Tensor(np.float32(temperature)), Tensor(np.float32(top_p))
     eos_t = Tensor(np.int32(-1 if eos_token_id is None else eos_token_id))
-    pad_t = Tensor(np.int32(pad_token_id))
 
     start = time.perf_counter()
     tokens, logprobs, done, all_done = runner.prefill(
@@ -275,7 +272,6 @@ def generate(
             top_p_t,
             uniforms,
             eos_t,
-            pad_t,
         )
         out_tokens.append(tokens)
         out_logprobs.append(logprobs)

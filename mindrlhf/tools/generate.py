@@ -76,12 +76,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from mindrlhf.configs.loader import ConfigError
     from mindrlhf.configs.run_config import load_run_config
-    from mindrlhf.utils.checkpoint import CheckpointError
 
-    try:
+    try:  # everything a user can get wrong, checked before MindSpore is loaded
         run = load_run_config(args.config)
         config = run.model_config
         tokenizer = _load_tokenizer(args.tokenizer, config.pad_token_id) if args.tokenizer else None
+        if tokenizer is not None and tokenizer.vocab_size != config.vocab_size:
+            logger.warning(
+                "the tokenizer has %d pieces but the model's vocabulary is %d: are they a pair?",
+                tokenizer.vocab_size,
+                config.vocab_size,
+            )
         prompts = [list(ids) for ids in args.prompt_ids]
         if args.prompt:
             prompts += tokenizer.encode_batch(args.prompt, add_bos=True)
@@ -90,9 +95,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ValueError(
                 f"token ids {bad[:5]} are outside the model's vocabulary [0, {config.vocab_size})"
             )
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from mindrlhf.utils.checkpoint import CheckpointError
+
+    try:
         model = _build_model(config, args.checkpoint or run.checkpoint_path)
         out = _generate(model, config, prompts, args)
-    except (ConfigError, CheckpointError, ValueError) as exc:
+    except (CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for b, prompt in enumerate(prompts):
@@ -101,8 +112,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"[{b}] prompt ids:   {prompt}")
         print(f"[{b}] response ids: {response.tolist()}  (mean logprob {mean_lp:.3f})")
         if tokenizer is not None:
-            print(f"[{b}] response:     {tokenizer.decode([int(i) for i in response])!r}")
+            print(f"[{b}] response:     {_detokenize(tokenizer, response.tolist())!r}")
     return 0
+
+
+def _detokenize(tokenizer, ids: List[int]) -> str:
+    """Text of `ids`; ids the tokenizer does not have (a model vocabulary larger than the tokenizer's) show as <id>."""
+    text, run = [], []
+    for i in ids + [None]:
+        if i is not None and i < tokenizer.vocab_size:
+            run.append(i)
+            continue
+        if run:
+            text.append(tokenizer.decode(run))
+            run = []
+        if i is not None:
+            text.append(f"<{i}>")
+    return "".join(text)
 
 
 def _build_model(config, checkpoint: Optional[str]):

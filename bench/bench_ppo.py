@@ -1,0 +1,526 @@
+"""One PPO iteration, ours (MindSpore, GRAPH_MODE) against TRL's classic `PPOTrainer` (torch, CPU), same shape.
+
+    python bench/bench_ppo.py --setup-trl    # once: bench/.venv-trl with torch 2.13, transformers<4.58, trl 0.23.1
+    python bench/bench_ppo.py                # ours, TRL as shipped, TRL without its gc.collect() calls
+    python bench/bench_ppo.py --skip-trl --batch 16 --response 64 --hidden 512   # the scaling points
+    python bench/bench_ppo.py --smoke        # our side only, tiny model, one iteration (tests/test_bench_smoke.py)
+
+Shape (default): random Llama, vocab 1000, hidden 256, intermediate 688, 4 layers, 4 heads, 2 KV heads; a rollout
+of B=8 prompts x 32 tokens (no padding), exactly N=32 sampled tokens (temperature 1, no top-k/top-p, no EOS
+stop), one PPO epoch of one mini-batch of 8, fp32, 2 threads for both frameworks.
+  ours: `PPOTrainer.make_experience` + `PPOTrainer.train_step` (eos_token_id=None: generate never stops early;
+        ptx_coef = entropy_coef = 0, so the actor loss is the clipped surrogate only, as in TRL).
+  TRL:  `trl.PPOTrainer.train()` (stop_token_id=None, missing_eos_penalty=None, response_length=N, bf16=False,
+        use_cpu=True); reward and value models are LlamaForSequenceClassification(num_labels=1).
+Both sides use the rollout log-probs from generation (no extra policy forward) and run the same forwards:
+scoring = reference + reward + critic (value) forwards over [B, P+N]; training = policy + value forward/backward
+and one AdamW step each (TRL: one optimiser over both; ours: two jitted train steps).
+Each side runs in its own subprocess (peak RSS = that process's ru_maxrss, model building included), first
+`--warmup` iterations excluded (compile / allocator warm-up), median of `--iters` timed iterations.
+TRL phases come from wrapping `batch_generation`, `forward` and `gc.collect` inside `trl.trainer.ppo_trainer`:
+generate = batch_generation; train = first grad-enabled forward to the end of the iteration; score = the rest
+(ref/reward/value forwards, rollout log-probs, GAE); gc = the two gc.collect() calls (in the "as shipped" run;
+the "no gc" run replaces them with no-ops).
+The last line printed is one JSON object (ours_sec_per_iter, trl_sec_per_iter, trl_nogc_sec_per_iter, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRL_VENV = os.path.join(ROOT, "bench", ".venv-trl")
+TRL_REQUIREMENTS = ["torch==2.13.0", "transformers>=4.56.1,<4.58", "trl==0.23.1"]
+
+DEFAULT = dict(
+    vocab=1000,
+    hidden=256,
+    intermediate=688,
+    layers=4,
+    heads=4,
+    kv_heads=2,
+    batch=8,
+    prompt=32,
+    response=32,
+    mini_batch=8,
+)
+SMOKE = dict(
+    vocab=64,
+    hidden=32,
+    intermediate=48,
+    layers=2,
+    heads=4,
+    kv_heads=2,
+    batch=4,
+    prompt=8,
+    response=6,
+    mini_batch=4,
+)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="tiny model, our side only, 1 iteration, no warm-up")
+    for name, value in DEFAULT.items():
+        p.add_argument(
+            f"--{name.replace('_', '-')}", dest=name, type=int, default=None, help=f"default {value}"
+        )
+    p.add_argument("--iters", type=int, default=None, help="timed iterations per side (default 5)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed first iterations (default 1)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for MindSpore and torch (default 2)")
+    p.add_argument("--skip-trl", action="store_true", help="our side only")
+    p.add_argument("--skip-trl-nogc", action="store_true", help="skip the TRL run without gc.collect()")
+    p.add_argument(
+        "--trl-python", default=os.path.join(TRL_VENV, "bin", "python"), help="python of the TRL env"
+    )
+    p.add_argument(
+        "--setup-trl", action="store_true", help=f"create {TRL_VENV} ({', '.join(TRL_REQUIREMENTS)})"
+    )
+    p.add_argument("--side", choices=["ours", "trl", "trl-nogc"], help=argparse.SUPPRESS)  # child process
+    args = p.parse_args(argv)
+    shape = SMOKE if args.smoke else DEFAULT
+    for name, value in shape.items():
+        if getattr(args, name) is None and name != "intermediate":
+            setattr(args, name, value)
+    if args.intermediate is None:  # 688 at hidden 256 (Llama's ~8H/3), scaled with the width
+        args.intermediate = shape["intermediate"] * args.hidden // shape["hidden"]
+    args.iters = args.iters or (1 if args.smoke else 5)
+    args.warmup = (0 if args.smoke else 1) if args.warmup is None else args.warmup
+    if args.smoke:
+        args.skip_trl = True
+    return args
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def prompts(args, i: int) -> np.ndarray:
+    """Rollout i's prompts `[B, P]`: random ids in [3, vocab) (no pad/BOS/EOS), the same for both sides."""
+    return np.random.default_rng(1000 + i).integers(3, args.vocab, (args.batch, args.prompt)).astype(np.int32)
+
+
+# ---------------------------------------------------------------------------------------------------- ours
+def run_ours(args) -> dict:
+    import mindspore as ms
+    from mindspore import Tensor
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.device_context.cpu.op_tuning.threads_num(args.threads)
+    compiles = count_compiles()
+
+    from mindrlhf.configs.ppo_config import PPOConfig
+    from mindrlhf.models.llama import LlamaConfig, LlamaForCausalLM
+    from mindrlhf.models.roles import ValueModel, freeze
+    from mindrlhf.trainer.ppo_trainer import PPOTrainer
+
+    b, p, n = args.batch, args.prompt, args.response
+    ms.set_seed(0)
+    config = LlamaConfig(
+        seq_length=p + n,
+        hidden_size=args.hidden,
+        intermediate_size=args.intermediate,
+        num_layers=args.layers,
+        num_heads=args.heads,
+        n_kv_heads=args.kv_heads,
+        vocab_size=args.vocab,
+    )
+    actor, reference = LlamaForCausalLM(config), LlamaForCausalLM(config)
+    for (_, a), (_, r) in zip(actor.parameters_and_names(), reference.parameters_and_names()):
+        r.set_data(Tensor(a.asnumpy()))
+    reward, critic = ValueModel(config), ValueModel(config)
+    reward.v_head.weight.set_data(
+        Tensor(np.random.RandomState(1).normal(0, 0.02, (1, args.hidden)).astype(np.float32))
+    )
+    for (_, r), (_, c) in zip(reward.parameters_and_names(), critic.parameters_and_names()):
+        c.set_data(Tensor(r.asnumpy()))
+    iterations = args.warmup + args.iters
+
+    class Prompts:
+        def batch(self, i):
+            ids = prompts(args, i)
+            seq = p + n
+            pre = np.zeros((b, seq), np.int32)
+            return {
+                "prompt_ids": ids,
+                "prompt_mask": np.ones_like(ids),
+                "pretrain_ids": pre,
+                "pretrain_mask": pre.copy(),
+                "loss_mask": pre.astype(np.float32),
+            }
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ppo = PPOConfig(
+            rollout_batch_size=b,
+            mini_batch_size=args.mini_batch,
+            ppo_epochs=1,
+            num_iterations=iterations,
+            max_prompt_length=p,
+            max_new_tokens=n,
+            seq_length=p + n,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            ptx_coef=0.0,
+            entropy_coef=0.0,
+            actor_lr=1e-6,
+            critic_lr=1e-6,
+            logging_dir=tmp,
+        )
+        trainer = PPOTrainer(
+            ppo,
+            actor,
+            critic,
+            freeze(reference),
+            freeze(reward),
+            Prompts(),
+            eos_token_id=None,
+            pad_token_id=0,
+            save_dir=tmp,
+        )
+        rows = []
+        for i in range(iterations):
+            start = time.perf_counter()
+            exp = trainer.make_experience(trainer.dataset.batch(i))
+            t_exp = time.perf_counter()
+            metrics = trainer.train_step(exp)
+            end = time.perf_counter()
+            trainer.iteration += 1
+            assert exp.response_mask.sum() == b * n, "a response stopped early: EOS must be off"
+            rows.append(
+                {
+                    "total": end - start,
+                    "generate": trainer.timings["generate"],
+                    "score": trainer.timings["score"],
+                    "advantages": trainer.timings["advantages"],
+                    "train": end - t_exp,
+                    "compiled_graphs": len(compiles),
+                }
+            )
+            print(
+                f"  ours iteration {i}: "
+                + ", ".join(
+                    f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items()
+                ),
+                flush=True,
+            )
+        assert all(np.isfinite(v) for v in metrics.values())
+    return summarise(rows, args.warmup, peak_rss_mb())
+
+
+def count_compiles() -> list:
+    """A list that grows by one name per graph MindSpore compiles from now on (jit functions and cells)."""
+    from mindspore.graph import api as graph_api
+
+    compiled = []
+    check = graph_api._check_recompile  # called by _JitExecutor.compile only when the phase is not cached
+
+    def counting_check(obj, compile_args, kwargs, full_function_name, *rest):
+        compiled.append(full_function_name)
+        return check(obj, compile_args, kwargs, full_function_name, *rest)
+
+    graph_api._check_recompile = counting_check
+    cell_compile = graph_api._CellGraphExecutor.compile
+
+    def counting_cell_compile(self, obj, *a, **k):
+        phase, is_new = cell_compile(self, obj, *a, **k)
+        if is_new:
+            compiled.append(type(obj).__name__)
+        return phase, is_new
+
+    graph_api._CellGraphExecutor.compile = counting_cell_compile
+    return compiled
+
+
+# ---------------------------------------------------------------------------------------------------- TRL
+def run_trl(args, keep_gc: bool) -> dict:
+    import torch
+    import transformers
+    import trl
+    from datasets import Dataset
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from trl.trainer import ppo_trainer as trl_ppo
+
+    torch.set_num_threads(args.threads)
+    b, p, n = args.batch, args.prompt, args.response
+    cfg = dict(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        intermediate_size=args.intermediate,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
+        max_position_embeddings=max(128, p + n),
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    torch.manual_seed(0)
+    policy = transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg))
+    reference = transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg))
+    reference.load_state_dict(policy.state_dict())
+    reward = transformers.LlamaForSequenceClassification(transformers.LlamaConfig(**cfg, num_labels=1))
+    value = transformers.LlamaForSequenceClassification(transformers.LlamaConfig(**cfg, num_labels=1))
+    value.load_state_dict(reward.state_dict())
+    policy.generation_config.pad_token_id = 0
+
+    vocab = {f"t{i}": i for i in range(args.vocab)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="t3"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="t0", bos_token="t1", eos_token="t2", unk_token="t3"
+    )
+    iterations = args.warmup + args.iters
+    data = Dataset.from_dict(
+        {"input_ids": [row.tolist() for i in range(iterations) for row in prompts(args, i)]}
+    )
+
+    # Phase timing: wrap the module-level functions the loop calls.
+    events = []  # (name, start, end)
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            out = fn(*a, **k)
+            events.append((name, t0, time.perf_counter()))
+            return out
+
+        return wrapper
+
+    trl_ppo.batch_generation = timed("generate", trl_ppo.batch_generation)
+    real_forward = trl_ppo.forward
+
+    def forward(*a, **k):
+        t0 = time.perf_counter()
+        out = real_forward(*a, **k)
+        events.append(
+            ("train_forward" if torch.is_grad_enabled() else "score_forward", t0, time.perf_counter())
+        )
+        return out
+
+    trl_ppo.forward = forward
+
+    class GC:
+        @staticmethod
+        def collect(*a):
+            t0 = time.perf_counter()
+            if keep_gc:
+                import gc
+
+                gc.collect(*a)
+            events.append(("gc", t0, time.perf_counter()))
+
+    trl_ppo.gc = GC
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = trl.PPOConfig(
+            output_dir=tmp,
+            per_device_train_batch_size=b,
+            gradient_accumulation_steps=1,
+            num_mini_batches=b // args.mini_batch,
+            local_rollout_forward_batch_size=b,
+            num_ppo_epochs=1,
+            response_length=n,
+            stop_token=None,
+            stop_token_id=None,
+            missing_eos_penalty=None,
+            temperature=1.0,
+            total_episodes=b * iterations,
+            num_sample_generations=0,
+            report_to="none",
+            save_strategy="no",
+            use_cpu=True,
+            bf16=False,
+            fp16=False,
+            seed=0,
+            learning_rate=1e-6,
+            disable_tqdm=True,
+            logging_steps=10_000,
+            dataloader_num_workers=0,
+        )
+        trainer = trl.PPOTrainer(
+            args=config,
+            processing_class=tokenizer,
+            model=policy,
+            ref_model=reference,
+            reward_model=reward,
+            value_model=value,
+            train_dataset=data,
+            eval_dataset=data,
+        )
+        trainer.log = lambda *a, **k: None  # no per-step metric printing
+        trainer.train()
+        end_of_training = time.perf_counter()
+
+    starts = [t0 for name, t0, _ in events if name == "generate"] + [end_of_training]
+    rows = []
+    for i in range(iterations):
+        lo, hi = starts[i], starts[i + 1]
+        ev = [e for e in events if lo <= e[1] < hi]
+        gen_end = next(e[2] for e in ev if e[0] == "generate")
+        train_start = next(e[1] for e in ev if e[0] == "train_forward")
+        gc_before = sum(e[2] - e[1] for e in ev if e[0] == "gc" and e[1] < train_start)
+        gc_after = sum(e[2] - e[1] for e in ev if e[0] == "gc" and e[1] >= train_start)
+        rows.append(
+            {
+                "total": hi - lo,
+                "generate": gen_end - lo,
+                "score": train_start - gen_end - gc_before,
+                "train": hi - train_start - gc_after,
+                "gc": gc_before + gc_after,
+            }
+        )
+        print(
+            f"  trl{'' if keep_gc else '-nogc'} iteration {i}: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in rows[-1].items()),
+            flush=True,
+        )
+    assert len([e for e in events if e[0] == "gc"]) == 2 * iterations, (
+        "expected two gc.collect() per iteration"
+    )
+    out = summarise(rows, args.warmup, peak_rss_mb())
+    out["versions"] = {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+    }
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- driver
+def summarise(rows, warmup: int, rss: float) -> dict:
+    timed = rows[warmup:] or rows
+    out = {k: statistics.median(r[k] for r in timed) for k in timed[0]}
+    out["iters"] = [round(r["total"], 4) for r in timed]
+    out["first_iter"] = rows[0]["total"]
+    out["peak_rss_mb"] = rss
+    return out
+
+
+def run_side(args, side: str, python: str) -> dict:
+    argv = [
+        python,
+        os.path.abspath(__file__),
+        "--side",
+        side,
+        "--threads",
+        str(args.threads),
+        "--iters",
+        str(args.iters),
+        "--warmup",
+        str(args.warmup),
+    ]
+    for name in DEFAULT:
+        argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    if args.smoke:
+        argv.append("--smoke")
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=ROOT, TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.run(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    lines = proc.stdout.strip().splitlines()
+    for line in lines[:-1]:
+        print(line, flush=True)
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{side} side failed (exit {proc.returncode}); see its output above")
+    return json.loads(lines[-1])
+
+
+def setup_trl() -> None:
+    if not os.path.exists(os.path.join(TRL_VENV, "bin", "python")):
+        subprocess.run([sys.executable, "-m", "venv", TRL_VENV], check=True)
+    subprocess.run([os.path.join(TRL_VENV, "bin", "pip"), "install", *TRL_REQUIREMENTS], check=True)
+
+
+def fmt_row(name, r):
+    gc = f"{r['gc']:7.3f}" if "gc" in r else "      -"
+    return (
+        f"{name:<14} {r['total']:8.3f} {r['generate']:8.3f} {r['score']:8.3f} {r['train']:8.3f} {gc} "
+        f"{r['first_iter']:9.2f} {r['peak_rss_mb']:9.0f}"
+    )
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.side == "ours":
+        print(json.dumps(run_ours(args)))
+        return 0
+    if args.side in ("trl", "trl-nogc"):
+        print(json.dumps(run_trl(args, keep_gc=args.side == "trl")))
+        return 0
+    if args.setup_trl:
+        setup_trl()
+        return 0
+    print(
+        f"shape: vocab {args.vocab}, hidden {args.hidden}, intermediate {args.intermediate}, {args.layers} layers, "
+        f"{args.heads} heads ({args.kv_heads} kv); {args.batch} prompts x {args.prompt} tokens, {args.response} "
+        f"sampled tokens, mini-batch {args.mini_batch}, 1 PPO epoch, fp32, {args.threads} threads; "
+        f"{args.warmup} warm-up + {args.iters} timed iterations; load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    results = {"ours": run_side(args, "ours", sys.executable)}
+    if not args.skip_trl:
+        if not os.path.exists(args.trl_python):
+            print(
+                f"TRL side skipped: {args.trl_python} not found (run `python bench/bench_ppo.py --setup-trl`)"
+            )
+        else:
+            results["trl"] = run_side(args, "trl", args.trl_python)
+            if not args.skip_trl_nogc:
+                results["trl_nogc"] = run_side(args, "trl-nogc", args.trl_python)
+    print("\nmedian seconds per iteration (first iteration and peak RSS of each side's process)")
+    print(
+        f"{'side':<14} {'total':>8} {'generate':>8} {'score':>8} {'train':>8} {'gc':>7} {'first_it':>9} {'rss_mb':>9}"
+    )
+    for name, r in results.items():
+        print(fmt_row(name, r))
+    ours = results["ours"]
+    summary = {
+        "ours_sec_per_iter": round(ours["total"], 4),
+        "ours_generate_sec": round(ours["generate"], 4),
+        "ours_score_sec": round(ours["score"], 4),
+        "ours_train_sec": round(ours["train"], 4),
+        "ours_peak_rss_mb": round(ours["peak_rss_mb"], 1),
+        "ours_compiled_graphs_after_warmup": ours["compiled_graphs"],
+        "ours_first_iter_sec": round(ours["first_iter"], 2),
+    }
+    if "trl" in results:
+        trl = results["trl"]
+        summary.update(
+            {
+                "trl_sec_per_iter": round(trl["total"], 4),
+                "trl_generate_sec": round(trl["generate"], 4),
+                "trl_score_sec": round(trl["score"], 4),
+                "trl_train_sec": round(trl["train"], 4),
+                "trl_gc_sec": round(trl["gc"], 4),
+                "trl_peak_rss_mb": round(trl["peak_rss_mb"], 1),
+                "speedup_vs_trl": round(trl["total"] / ours["total"], 2),
+                "rss_ratio_ours_over_trl": round(ours["peak_rss_mb"] / trl["peak_rss_mb"], 3),
+                "trl_versions": trl["versions"],
+            }
+        )
+    if "trl_nogc" in results:
+        summary["trl_nogc_sec_per_iter"] = round(results["trl_nogc"]["total"], 4)
+        summary["trl_nogc_peak_rss_mb"] = round(results["trl_nogc"]["peak_rss_mb"], 1)
+        summary["speedup_vs_trl_nogc"] = round(results["trl_nogc"]["total"] / ours["total"], 2)
+    summary.update(
+        shape={k: getattr(args, k) for k in DEFAULT},
+        threads=args.threads,
+        iters=args.iters,
+        warmup=args.warmup,
+    )
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

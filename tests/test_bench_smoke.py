@@ -1,0 +1,28 @@
+"""bench/bench_ppo.py cannot rot: its smoke mode (our side only, tiny model, one iteration) runs end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_bench_ppo_smoke():
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "bench_ppo.py"), "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    lines = proc.stdout.strip().splitlines()
+    assert any(line.strip().startswith("ours iteration 0: total ") for line in lines), proc.stdout
+    result = json.loads(lines[-1])
+    assert "trl_sec_per_iter" not in result  # smoke mode never needs the TRL environment
+    phases = result["ours_generate_sec"] + result["ours_score_sec"] + result["ours_train_sec"]
+    assert 0 < phases <= result["ours_sec_per_iter"]
+    assert result["ours_peak_rss_mb"] > 100
+    assert result["ours_compiled_graphs_after_warmup"] > 0  # the compile counter sees our graphs
+    assert result["shape"]["batch"] == 4 and result["shape"]["response"] == 6
