@@ -173,7 +173,7 @@ def evaluate_demo(out_dir, data_dir, sft_dir, rm_dir, ppo_dir, tokenizer_path, n
         "over_refusal_before": before["over_refusal"],
         "over_refusal_after": after["over_refusal"],
         "final_kl": float(metrics[-1]["objective/kl"]),
-        "first_score_mean": float(metrics[0]["env/score_mean"]),
+        "first_score_mean": float(np.mean([m["env/score_mean"] for m in metrics[: max(1, len(metrics) // 5)]])),
         "last_score_mean": float(np.mean([m["env/score_mean"] for m in metrics[-max(1, len(metrics) // 5):]])),
         "greedy": {
             "refusal_rate_before": before_greedy["refusal"], "refusal_rate_after": after_greedy["refusal"],
