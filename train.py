@@ -156,8 +156,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ConfigError, DistributedEnvError) as exc:
         print(f"train.py: {exc}", file=sys.stderr)
         return 2
-    log_name = "train.log" if dist.world_size == 1 else f"train_rank{dist.rank}.log"
+    log_name = "train.log" if dist.rank == 0 else f"train_rank{dist.rank}.log"  # as train_sft
     setup_logging(log_file=os.path.join(args.save_dir, log_name))
+    if dist.world_size > 1:  # init_distributed logged before the handlers existed
+        logger.info("rank %d of %d on %s (%s, %s)", dist.rank, dist.world_size, dist.device_target, dist.backend,
+                    dist.launcher)
     problems, loaded = validate(args, overrides)
     ppo, sft_run, reward_run = loaded["ppo"], loaded["sft_run"], loaded["reward_run"]
     parallel = None
