@@ -76,7 +76,14 @@ class Linear(nn.Cell):
     def construct(self, x):
         shape = x.shape
         x2d = x.reshape(-1, self.in_dim).astype(self.compute_dtype)
-        y = self.matmul(x2d, self.weight.astype(self.compute_dtype))
+        w = self.weight.astype(self.compute_dtype)
+        if 16 < x2d.shape[0] <= 128:
+            # Decode-sized inputs (a rollout batch of one-token rows): on CPU, x W^T ran at 16-26 GFLOP/s for
+            # 32-64 rows while (W x^T)^T ran 2x faster (measured in GRAPH mode; equal at 8 rows, slower from
+            # 256). The row count is static, so this is decided once per compiled graph.
+            y = self.matmul(w, x2d).transpose(1, 0)
+        else:
+            y = self.matmul(x2d, w)
         return y.reshape(shape[:-1] + (self.out_dim,))
 
 
