@@ -38,14 +38,6 @@ def parse_args(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, Li
     return parser.parse_known_args(argv)
 
 
-def _reward_shapes(config) -> Dict[str, tuple]:
-    from mindrlhf.models.llama.model import llama_param_shapes
-
-    shapes = {k: v for k, v in llama_param_shapes(config).items() if k != "lm_head.weight"}
-    shapes["v_head.weight"] = (1, config.hidden_size)
-    return shapes
-
-
 def validate(args: argparse.Namespace, overrides: List[str]):
     """Check every input; return (problems, loaded) where loaded holds what later steps reuse."""
     from mindrlhf.configs.loader import ConfigError
@@ -53,6 +45,7 @@ def validate(args: argparse.Namespace, overrides: List[str]):
     from mindrlhf.configs.run_config import load_run_config
     from mindrlhf.data.schemas import DataError
     from mindrlhf.models.llama.model import llama_param_shapes
+    from mindrlhf.models.roles import value_param_shapes
     from mindrlhf.utils.checkpoint import CheckpointError, check_compatible, read_checkpoint
 
     problems: List[str] = []
@@ -69,7 +62,7 @@ def validate(args: argparse.Namespace, overrides: List[str]):
     runs = {}
     for role, path, shapes_of in (
         ("sft", args.sft_model_path, llama_param_shapes),
-        ("reward", args.reward_model_path, _reward_shapes),
+        ("reward", args.reward_model_path, value_param_shapes),
     ):
         run = attempt(load_run_config, path)
         runs[role] = run

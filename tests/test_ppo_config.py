@@ -39,7 +39,9 @@ def test_defaults_are_valid_and_ptx_off():
 
 
 def test_every_field_is_documented():
-    source = pathlib.Path(ppo_config.__file__).read_text()
+    from mindrlhf.configs import trainer_base  # the shared optimiser fields live there
+
+    source = pathlib.Path(ppo_config.__file__).read_text() + pathlib.Path(trainer_base.__file__).read_text()
     for f in dataclasses.fields(PPOConfig):
         head = f"    {f.name}: "
         assert head in source

@@ -8,23 +8,17 @@ the model run YAML's `runner_wrapper.scale_sense`.
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Any, Dict, Iterable, Mapping, Optional, Union
+from typing import Optional
 
 from mindrlhf.algorithms.ppo_math import KL_ESTIMATORS
-from mindrlhf.configs.loader import (
-    ConfigError,
-    apply_overrides,
-    dataclass_from_dict,
-    load_yaml,
-    parse_overrides,
-)
+from mindrlhf.configs.trainer_base import LR_DECAYS, TrainerConfig
+from mindrlhf.configs.trainer_base import require as _require
 
-LR_DECAYS = ("cosine", "linear", "constant")
+__all__ = ["LR_DECAYS", "PPOConfig"]
 
 
 @dataclasses.dataclass
-class PPOConfig:
+class PPOConfig(TrainerConfig):
     """PPO-RLHF hyper-parameters. One iteration = 1. generate, 2. score, 3. advantages, 4. optimise."""
 
     # --- schedule -------------------------------------------------------------------------------------------
@@ -92,22 +86,7 @@ class PPOConfig:
     """Peak learning rate of the actor (> 0)."""
     critic_lr: float = 5e-6
     """Peak learning rate of the critic (> 0)."""
-    warmup_steps: int = 0
-    """Linear warm-up, in optimiser steps (>= 0, at most the total optimiser steps)."""
-    lr_decay: str = "cosine"
-    """Schedule after warm-up: cosine, linear or constant."""
-    min_lr_ratio: float = 0.1
-    """Final learning rate as a fraction of the peak, in [0, 1] (ignored by 'constant')."""
-    weight_decay: float = 0.0
-    """AdamW decoupled weight decay (>= 0)."""
-    adam_beta1: float = 0.9
-    """Adam beta1, in [0, 1)."""
-    adam_beta2: float = 0.95
-    """Adam beta2, in [0, 1)."""
-    adam_eps: float = 1e-8
-    """Adam epsilon (> 0)."""
-    max_grad_norm: Optional[float] = 1.0
-    """Clip the global gradient norm of each model to this (> 0); null disables."""
+    # warmup_steps, lr_decay, min_lr_ratio, weight_decay, adam_beta1/2, adam_eps, max_grad_norm: TrainerConfig
 
     # --- run ------------------------------------------------------------------------------------------------
     seed: int = 1234
@@ -122,10 +101,7 @@ class PPOConfig:
     """Metrics file name inside logging_dir (one JSON object per logged iteration)."""
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"must be a finite number, got {value}", field=f.name)
+        super().__post_init__()
         for name in (
             "rollout_batch_size",
             "mini_batch_size",
@@ -138,7 +114,7 @@ class PPOConfig:
             "log_interval",
         ):
             _require(self, name, getattr(self, name) >= 1, "must be >= 1")
-        for name in ("top_k", "warmup_steps", "save_interval", "seed"):
+        for name in ("top_k", "save_interval", "seed"):
             _require(self, name, getattr(self, name) >= 0, "must be >= 0")
 
         _require(
@@ -176,18 +152,11 @@ class PPOConfig:
 
         _require(self, "cliprange", 0 < self.cliprange < 1, "must be in (0, 1)")
         _require(self, "cliprange_value", self.cliprange_value > 0, "must be > 0")
-        for name in ("vf_coef", "entropy_coef", "ptx_coef", "weight_decay"):
+        for name in ("vf_coef", "entropy_coef", "ptx_coef"):
             _require(self, name, getattr(self, name) >= 0, "must be >= 0")
 
-        for name in ("actor_lr", "critic_lr", "adam_eps"):
+        for name in ("actor_lr", "critic_lr"):
             _require(self, name, getattr(self, name) > 0, "must be > 0")
-        _require(self, "lr_decay", self.lr_decay in LR_DECAYS, f"must be one of {', '.join(LR_DECAYS)}")
-        _require(self, "min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "must be in [0, 1]")
-        for name in ("adam_beta1", "adam_beta2"):
-            _require(self, name, 0 <= getattr(self, name) < 1, "must be in [0, 1)")
-        _require(
-            self, "max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0, "must be > 0 or null"
-        )
         _require(
             self,
             "warmup_steps",
@@ -212,34 +181,3 @@ class PPOConfig:
     def total_optimizer_steps(self) -> int:
         """Optimiser steps over the whole run (the length of the learning-rate schedule)."""
         return self.num_iterations * self.optimizer_steps_per_iteration
-
-    # --- I/O ------------------------------------------------------------------------------------------------
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: Optional[str] = None) -> PPOConfig:
-        """Build from a flat mapping; unknown keys and mistyped values raise ConfigError naming the field."""
-        return dataclass_from_dict(cls, dict(data), source=source, allow_unknown=False)
-
-    @classmethod
-    def from_yaml(
-        cls, path: str, overrides: Union[Iterable[str], Mapping[str, Any], None] = None
-    ) -> PPOConfig:
-        """Load a flat YAML of PPOConfig fields, then apply overrides.
-
-        `overrides` is either a `["--key", "value", "--key=value"]` list (as from the command line) or a
-        `{"key": value}` mapping; string values are parsed as YAML scalars and then typed by the field
-        (`--cliprange 0.3` -> 0.3, `--adaptive_kl true` -> True, `--score_clip null` -> None).
-        """
-        data = load_yaml(path)
-        if overrides:
-            parsed = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
-            data = apply_overrides(data, parsed)
-        return cls.from_dict(data, source=path)
-
-    def to_dict(self) -> Dict[str, Any]:
-        """Plain dict of every field (for logging the run's config next to its metrics)."""
-        return dataclasses.asdict(self)
-
-
-def _require(config: PPOConfig, name: str, ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{message}, got {getattr(config, name)!r}", field=name)

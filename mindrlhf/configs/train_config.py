@@ -8,23 +8,15 @@ given to the entry point, not from here.
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
-from mindrlhf.configs.loader import (
-    ConfigError,
-    apply_overrides,
-    dataclass_from_dict,
-    load_yaml,
-    parse_overrides,
-)
+from mindrlhf.configs.trainer_base import TrainerConfig
+from mindrlhf.configs.trainer_base import require as _require
 
-LR_DECAYS = ("cosine", "linear", "constant")
 SFT_MODES = ("sft", "lm")
 
 
 @dataclasses.dataclass
-class _TrainConfig:
+class _TrainConfig(TrainerConfig):
     """Fields shared by the SFT and reward-model trainers (one optimiser, one model, fixed-shape batches)."""
 
     # --- schedule -------------------------------------------------------------------------------------------
@@ -38,22 +30,7 @@ class _TrainConfig:
     # --- optimisation ---------------------------------------------------------------------------------------
     learning_rate: float = 3e-4
     """Peak learning rate (> 0)."""
-    warmup_steps: int = 0
-    """Linear warm-up in optimiser steps (>= 0, at most the run's steps)."""
-    lr_decay: str = "cosine"
-    """Schedule after warm-up: cosine, linear or constant."""
-    min_lr_ratio: float = 0.1
-    """Final learning rate as a fraction of the peak, in [0, 1] (ignored by 'constant')."""
-    weight_decay: float = 0.0
-    """AdamW decoupled weight decay on matrices (>= 0)."""
-    adam_beta1: float = 0.9
-    """Adam beta1, in [0, 1)."""
-    adam_beta2: float = 0.95
-    """Adam beta2, in [0, 1)."""
-    adam_eps: float = 1e-8
-    """Adam epsilon (> 0)."""
-    max_grad_norm: Optional[float] = 1.0
-    """Clip the global gradient norm to this (> 0); null disables."""
+    # warmup_steps, lr_decay, min_lr_ratio, weight_decay, adam_beta1/2, adam_eps, max_grad_norm: TrainerConfig
 
     # --- run ------------------------------------------------------------------------------------------------
     seed: int = 1234
@@ -68,24 +45,12 @@ class _TrainConfig:
     """Metrics file name inside save_dir (one JSON object per logged step)."""
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"must be a finite number, got {value}", field=f.name)
+        super().__post_init__()
         for name in ("batch_size", "epochs", "log_interval"):
             _require(self, name, getattr(self, name) >= 1, "must be >= 1")
-        for name in ("max_steps", "warmup_steps", "save_interval", "seed"):
+        for name in ("max_steps", "save_interval", "seed"):
             _require(self, name, getattr(self, name) >= 0, "must be >= 0")
-        for name in ("learning_rate", "adam_eps"):
-            _require(self, name, getattr(self, name) > 0, "must be > 0")
-        _require(self, "weight_decay", self.weight_decay >= 0, "must be >= 0")
-        _require(self, "lr_decay", self.lr_decay in LR_DECAYS, f"must be one of {', '.join(LR_DECAYS)}")
-        _require(self, "min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "must be in [0, 1]")
-        for name in ("adam_beta1", "adam_beta2"):
-            _require(self, name, 0 <= getattr(self, name) < 1, "must be in [0, 1)")
-        _require(
-            self, "max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0, "must be > 0 or null"
-        )
+        _require(self, "learning_rate", self.learning_rate > 0, "must be > 0")
         _require(
             self,
             "warmup_steps",
@@ -97,24 +62,6 @@ class _TrainConfig:
     def total_steps(self, batches_per_epoch: int) -> int:
         """Optimiser steps of the run (the length of the learning-rate schedule)."""
         return self.max_steps or self.epochs * batches_per_epoch
-
-    # --- I/O ------------------------------------------------------------------------------------------------
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: Optional[str] = None):
-        """Build from a flat mapping; unknown keys and mistyped values raise ConfigError naming the field."""
-        return dataclass_from_dict(cls, dict(data), source=source, allow_unknown=False)
-
-    @classmethod
-    def from_yaml(cls, path: Optional[str], overrides: Union[Iterable[str], Mapping[str, Any], None] = None):
-        """Load a flat YAML of fields (None: defaults only), then apply `--key value` overrides (typed by field)."""
-        data = load_yaml(path) if path else {}
-        if overrides:
-            parsed = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
-            data = apply_overrides(data, parsed)
-        return cls.from_dict(data, source=path or "<overrides>")
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass
@@ -151,8 +98,3 @@ class RMConfig(_TrainConfig):
         _require(self, "eval_fraction", 0 <= self.eval_fraction < 1, "must be in [0, 1)")
         _require(self, "eval_interval", self.eval_interval >= 0, "must be >= 0")
         _require(self, "eval_batch_size", self.eval_batch_size >= 1, "must be >= 1")
-
-
-def _require(config: Any, name: str, ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{message}, got {getattr(config, name)!r}", field=name)

@@ -20,10 +20,17 @@ from mindspore import Tensor, nn, ops
 from mindrlhf.configs.run_config import RunConfig, load_run_config
 from mindrlhf.models.llama.config import LlamaConfig
 from mindrlhf.models.llama.layers import Linear
-from mindrlhf.models.llama.model import LlamaForCausalLM, LlamaModel
+from mindrlhf.models.llama.model import LlamaForCausalLM, LlamaModel, llama_param_shapes
 from mindrlhf.utils.checkpoint import load_param_dict, read_checkpoint
 
 logger = logging.getLogger(__name__)
+
+
+def value_param_shapes(config: LlamaConfig) -> Dict[str, tuple]:
+    """The parameter table of `ValueModel(config)`: the Llama backbone (`model.*`) plus `v_head.weight [1, H]`."""
+    shapes = {k: v for k, v in llama_param_shapes(config).items() if k.startswith("model.")}
+    shapes["v_head.weight"] = (1, config.hidden_size)
+    return shapes
 
 
 def last_token_index(attention_mask: Tensor) -> Tensor:

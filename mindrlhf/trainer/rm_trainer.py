@@ -24,8 +24,7 @@ from mindspore import Tensor, mint, nn, ops
 
 from mindrlhf.configs.train_config import RMConfig
 from mindrlhf.models.llama.config import LlamaConfig
-from mindrlhf.models.llama.model import llama_param_shapes
-from mindrlhf.models.roles import ValueModel
+from mindrlhf.models.roles import ValueModel, value_param_shapes
 from mindrlhf.trainer.sft_trainer import SupervisedTrainer
 from mindrlhf.utils.checkpoint import META_PREFIX, check_compatible, load_param_dict
 
@@ -164,9 +163,10 @@ def reward_init_params(
     Raises CheckpointError naming `source` when the checkpoint does not fit `config`.
     """
     names = {n: tuple(v.shape) for n, v in params.items() if not n.startswith(META_PREFIX)}
-    backbone = {n: s for n, s in llama_param_shapes(config).items() if n.startswith("model.")}
+    shapes = value_param_shapes(config)
+    backbone = {n: s for n, s in shapes.items() if n != "v_head.weight"}
     if "v_head.weight" in names:
-        check_compatible({**backbone, "v_head.weight": (1, config.hidden_size)}, names, source, strict=True)
+        check_compatible(shapes, names, source, strict=True)
         return dict(params), True
     check_compatible(
         backbone, {n: s for n, s in names.items() if n.startswith("model.")}, source, strict=True
