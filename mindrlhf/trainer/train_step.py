@@ -13,7 +13,6 @@ from typing import Dict, List, Optional
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
-from mindspore.amp import all_finite
 
 
 def lr_schedule(base_lr: float, total_steps: int, warmup_steps: int, decay: str, min_lr_ratio: float) -> np.ndarray:
@@ -106,14 +105,21 @@ class TrainStep(nn.Cell):
     def construct(self, *inputs):
         scale = self.loss_scale.value()
         (_, loss, metrics), grads = self.grad_fn(scale, *inputs)
-        grads = tuple(g / scale.astype(g.dtype) for g in grads)
         if self.reduce_grads:
             grads = self.grad_reducer(grads)
-        finite = all_finite(grads)
-        grad_norm = ops.sqrt(ops.addn([ops.reduce_sum(ops.square(g.astype(ms.float32))) for g in grads]))
+        # One pass over the gradients: the squared global norm of the *scaled* gradients gives the finite check
+        # (a NaN/inf anywhere makes it non-finite; so does a squared norm beyond float32, which dynamic loss
+        # scaling treats as an overflow too), the logged norm, and one factor that unscales and clips. Per-tensor
+        # isfinite checks, a second norm inside clip_by_global_norm and a separate unscale pass each cost one
+        # kernel launch per parameter: 25% of a small model's step on CPU (bench/bench_train.py, issue 9).
+        sq_norm = ops.addn([ops.reduce_sum(ops.square(g.astype(ms.float32))) for g in grads])
+        grad_norm = ops.sqrt(sq_norm) / scale
+        finite = ops.isfinite(sq_norm)
         if finite:
-            if self.max_grad_norm > 0:
-                grads = ops.clip_by_global_norm(grads, self.max_grad_norm)
+            factor = 1.0 / scale
+            if self.max_grad_norm > 0:  # clip_by_global_norm's rule: g * clip / max(norm, clip)
+                factor = factor * (self.max_grad_norm / ops.maximum(grad_norm, self.max_grad_norm))
+            grads = tuple(g * factor.astype(g.dtype) for g in grads)
             self.optimizer(grads)
             good = self.good_steps + 1
             grow = good >= self.scale_window
