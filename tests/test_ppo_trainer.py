@@ -2,10 +2,9 @@
 
 import logging
 
+import mindspore as ms
 import numpy as np
 import pytest
-
-import mindspore as ms
 from mindspore import Tensor
 
 from mindrlhf.algorithms import ppo_math

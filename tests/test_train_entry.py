@@ -6,12 +6,11 @@ import re
 import subprocess
 import sys
 
+import mindspore as ms
 import numpy as np
 import pytest
 from conftest import ROOT
 from test_ppo_trainer import MODEL, PROMPT, FakePrompts
-
-import mindspore as ms
 
 from mindrlhf.configs.run_config import load_run_config, write_run_yaml
 from mindrlhf.data.schemas import get_schema
