@@ -165,3 +165,23 @@ def test_public_api_and_tiny_yaml():
     model = mindrlhf.LlamaForCausalLM(config)
     logits = model(Tensor(np.array([[1, 5, 9]], np.int32)))
     assert isinstance(logits, Tensor) and logits.shape == (1, 3, 1000)
+
+
+def test_one_token_rope_matrix_equals_rotate_half(rng):
+    """The decode step rotates q/k with one matrix per row; it must equal x * cos + rotate_half(x) * sin."""
+    from mindrlhf.models.llama.layers import RotaryEmbedding, apply_rope
+
+    hd = 8
+    rotary = RotaryEmbedding(hd, 10000.0, "float32")
+    positions = np.array([[0], [5], [17]], np.int32)
+    x = rng.randn(3, 4, 1, hd).astype(np.float32)
+    (matrix,) = rotary(Tensor(positions))
+    assert matrix.shape == (3, hd, hd)
+    got = apply_rope(Tensor(x), (matrix,)).asnumpy()
+    inv_freq = 1.0 / 10000.0 ** (np.arange(0, hd, 2) / hd)
+    angles = np.concatenate([positions * inv_freq] * 2, -1)[:, None, None, :]  # (3, 1, 1, hd)
+    rotated = np.concatenate([-x[..., hd // 2 :], x[..., : hd // 2]], -1)
+    np.testing.assert_allclose(got, x * np.cos(angles) + rotated * np.sin(angles), atol=1e-5)
+    # The multi-token form gives the same rotation.
+    cos, sin = rotary(Tensor(np.repeat(positions, 2, 1)))
+    np.testing.assert_allclose(apply_rope(Tensor(np.repeat(x, 2, 2)), (cos, sin)).asnumpy()[:, :, :1], got, atol=1e-5)

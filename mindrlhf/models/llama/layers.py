@@ -21,6 +21,14 @@ def ms_dtype(name: str):
     return _MS_DTYPES[name]
 
 
+def rows(x):
+    """`x` as a 2-D `[-1, last]` view (free). Reduce over 2-D views: in MindSpore 2.10's CPU kernels a reduction
+    over the last axis of a 3-D/4-D tensor (and any all-axes or multi-axis one) runs at ~4 ns per element, ~20x
+    slower than the same reduction on the 2-D view. The same holds for the reductions autodiff creates (softmax
+    backward; the sum over batch and positions behind a norm weight's gradient). Measured: issue 9."""
+    return x.reshape(-1, x.shape[-1])
+
+
 def mask_value(dtype) -> float:
     """Additive bias for masked scores: very negative yet finite, so a fully masked row (a left-pad query) gives
     a uniform softmax instead of NaN."""
@@ -37,11 +45,11 @@ class RMSNorm(nn.Cell):
         self.compute_type = ms_dtype(compute_type)
 
     def construct(self, x):
-        dtype = x.dtype
-        x = x.astype(self.compute_type)
+        shape, dtype = x.shape, x.dtype
+        x = rows(x).astype(self.compute_type)
         variance = ops.mean(ops.square(x), -1, keep_dims=True)
         x = x * ops.rsqrt(variance + self.eps)
-        return self.weight.astype(dtype) * x.astype(dtype)
+        return (self.weight.astype(dtype) * x.astype(dtype)).reshape(shape)
 
 
 class Embedding(nn.Cell):
@@ -94,18 +102,44 @@ def rotate_half(x):
 
 
 class RotaryEmbedding(nn.Cell):
-    """cos/sin of RoPE (Su et al. 2021) for arbitrary integer positions `[B, T]` -> `[B, 1, T, hd]` each."""
+    """RoPE (Su et al. 2021) for integer positions `[B, T]`, returned as the `rope` tuple `apply_rope` takes.
+
+    T > 1: `(cos, sin)`, each `[B, 1, T, hd]`. T == 1 (a decode step): `(m,)` with `m [B, hd, hd]` such that
+    `x @ m[b] == x * cos + rotate_half(x) * sin` for row vectors x of batch row b: one small BatchMatMul per
+    query/key tensor instead of the seven kernels of the elementwise form (slices, negation, concat, products,
+    sum). A decode step is bound by kernel launches on CPU, not arithmetic (issue 9).
+    """
 
     def __init__(self, head_dim: int, theta: float, dtype: str):
         super().__init__()
         inv_freq = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))
         self.inv_freq = Tensor(inv_freq.astype(np.float32).reshape(1, 1, -1))  # (1, 1, hd/2)
         self.dtype = ms_dtype(dtype)
+        half = head_dim // 2
+        rot = np.zeros((head_dim, head_dim), np.float32)  # x @ rot == rotate_half(x)
+        rot[np.arange(half) + half, np.arange(half)] = -1.0
+        rot[np.arange(half), np.arange(half) + half] = 1.0
+        self.eye = Tensor(np.eye(head_dim, dtype=np.float32).reshape(1, head_dim, head_dim))
+        self.rot = Tensor(rot.reshape(1, head_dim, head_dim))
+        self.head_dim = head_dim
 
     def construct(self, position_ids):
         freqs = position_ids.astype(ms.float32).expand_dims(-1) * self.inv_freq  # (B, T, hd/2)
         emb = ops.cat((freqs, freqs), -1).expand_dims(1)  # (B, 1, T, hd)
-        return ops.cos(emb).astype(self.dtype), ops.sin(emb).astype(self.dtype)
+        cos, sin = ops.cos(emb), ops.sin(emb)
+        if position_ids.shape[1] == 1:  # diag(cos) + rot diag(sin): scales column j by cos_j / sin_j
+            cos, sin = cos.reshape(-1, 1, self.head_dim), sin.reshape(-1, 1, self.head_dim)
+            return ((self.eye * cos + self.rot * sin).astype(self.dtype),)
+        return cos.astype(self.dtype), sin.astype(self.dtype)
+
+
+def apply_rope(x, rope):
+    """Rotate `x [B, n, T, hd]` by the `rope` tuple of `RotaryEmbedding` (rotate-half layout)."""
+    if len(rope) == 1:  # T == 1: x @ m, batched over B
+        bsz, n, _, hd = x.shape
+        return ops.bmm(x.reshape(bsz, n, hd), rope[0].astype(x.dtype)).reshape(bsz, n, 1, hd)
+    cos, sin = rope
+    return x * cos.astype(x.dtype) + rotate_half(x) * sin.astype(x.dtype)
 
 
 class LlamaAttention(nn.Cell):
@@ -135,15 +169,14 @@ class LlamaAttention(nn.Cell):
         self.bmm_t = ops.BatchMatMul(transpose_b=True)
         self.scatter = ops.ScatterNdUpdate()
 
-    def construct(self, x, cos, sin, mask_bias, k_cache=None, v_cache=None, cache_index=None):
+    def construct(self, x, rope, mask_bias, k_cache=None, v_cache=None, cache_index=None):
         bsz, t, _ = x.shape
         q = self.wq(x).reshape(bsz, t, self.n_heads, self.head_dim).transpose(0, 2, 1, 3)  # (B, nh, T, hd)
         k = (
             self.wk(x).reshape(bsz, t, self.n_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
         )  # (B, nkv, T, hd)
         v = self.wv(x).reshape(bsz, t, self.n_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
-        q = q * cos.astype(q.dtype) + rotate_half(q) * sin.astype(q.dtype)
-        k = k * cos.astype(k.dtype) + rotate_half(k) * sin.astype(k.dtype)
+        q, k = apply_rope(q, rope), apply_rope(k, rope)
         if k_cache is not None:
             # cache_index: (B, nkv, T, 3) int32 of (b, head, slot); in-place write, no copy of the cache.
             k = self.scatter(k_cache, cache_index, k.astype(k_cache.dtype)).astype(
@@ -155,7 +188,7 @@ class LlamaAttention(nn.Cell):
         q = q.reshape(bsz, self.n_kv_heads, self.n_rep * t, self.head_dim)  # (B, nkv, rep*T, hd)
         scores = self.bmm_t(q, k).reshape(bsz, self.n_heads, t, s)  # (B, nh, T, S)
         scores = scores.astype(self.softmax_dtype) * self.scale + mask_bias.astype(self.softmax_dtype)
-        probs = ops.softmax(scores, -1).astype(self.compute_dtype)
+        probs = ops.softmax(rows(scores), -1).astype(self.compute_dtype)  # 2-D: see `rows`
         probs = probs.reshape(bsz, self.n_kv_heads, self.n_rep * t, s)
         out = self.bmm(probs, v).reshape(bsz, self.n_heads, t, self.head_dim)  # (B, nh, T, hd)
         out = out.transpose(0, 2, 1, 3).reshape(bsz, t, self.n_heads * self.head_dim)
@@ -193,6 +226,6 @@ class LlamaDecoderLayer(nn.Cell):
         self.ffn_norm = RMSNorm(*norm_args)
         self.feed_forward = LlamaFeedForward(config)
 
-    def construct(self, x, cos, sin, mask_bias, k_cache=None, v_cache=None, cache_index=None):
-        h = x + self.attention(self.attention_norm(x), cos, sin, mask_bias, k_cache, v_cache, cache_index)
+    def construct(self, x, rope, mask_bias, k_cache=None, v_cache=None, cache_index=None):
+        h = x + self.attention(self.attention_norm(x), rope, mask_bias, k_cache, v_cache, cache_index)
         return h + self.feed_forward(self.ffn_norm(h))

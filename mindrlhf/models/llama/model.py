@@ -147,7 +147,7 @@ class LlamaModel(nn.Cell):
         mask_bias = ops.select(
             allowed, ops.zeros((), ms.float32), ops.full((), self.mask_value, dtype=ms.float32)
         )
-        cos, sin = self.rotary(position_ids)  # (B, 1, T, hd) each
+        rope = self.rotary(position_ids)  # (cos, sin) or, for one new token, (rotation matrices,)
         cache_index = None
         if use_cache:
             b_idx = ops.arange(0, bsz, dtype=ms.int32).reshape(bsz, 1, 1, 1)
@@ -164,9 +164,9 @@ class LlamaModel(nn.Cell):
         h = self.tok_embeddings(input_ids).astype(self.compute_dtype)
         for i in range(self.num_layers):
             if use_cache:
-                h = self.layers[i](h, cos, sin, mask_bias, k_caches[i], v_caches[i], cache_index)
+                h = self.layers[i](h, rope, mask_bias, k_caches[i], v_caches[i], cache_index)
             else:
-                h = self.layers[i](h, cos, sin, mask_bias)
+                h = self.layers[i](h, rope, mask_bias)
         return self.norm_out(h)
 
 
