@@ -4,6 +4,7 @@
     python bench/bench_ppo.py                # ours, TRL as shipped, TRL without its gc.collect() calls
     python bench/bench_ppo.py --skip-trl --batch 16 --response 64 --hidden 512   # the scaling points
     python bench/bench_ppo.py --smoke        # our side only, tiny model, one iteration (tests/test_bench_smoke.py)
+    python bench/bench_ppo.py --skip-trl --profile prof   # + MindSpore's profiler: kernels and kernel time per op type
 
 Shape (default): random Llama, vocab 1000, hidden 256, intermediate 688, 4 layers, 4 heads, 2 KV heads; a rollout
 of B=8 prompts x 32 tokens (no padding), exactly N=32 sampled tokens (temperature 1, no top-k/top-p, no EOS
@@ -79,6 +80,12 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=None, help="untimed first iterations (default 1)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for MindSpore and torch (default 2)")
     p.add_argument("--skip-trl", action="store_true", help="our side only")
+    p.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="run MindSpore's profiler over our timed iterations (output in DIR) and print the kernel summary; "
+        "profiled timings are slower, do not quote them",
+    )
     p.add_argument("--skip-trl-nogc", action="store_true", help="skip the TRL run without gc.collect()")
     p.add_argument(
         "--trl-python", default=os.path.join(TRL_VENV, "bin", "python"), help="python of the TRL env"
@@ -189,7 +196,10 @@ def run_ours(args) -> dict:
             save_dir=tmp,
         )
         rows = []
+        profiler = None
         for i in range(iterations):
+            if args.profile and i == args.warmup:
+                profiler = ms.Profiler(output_path=args.profile)
             start = time.perf_counter()
             exp = trainer.make_experience(trainer.dataset.batch(i))
             t_exp = time.perf_counter()
@@ -215,7 +225,31 @@ def run_ours(args) -> dict:
                 flush=True,
             )
         assert all(np.isfinite(v) for v in metrics.values())
-    return summarise(rows, args.warmup, peak_rss_mb())
+    result = summarise(rows, args.warmup, peak_rss_mb())
+    if profiler is not None:
+        profiler.stop()
+        profiler.analyse()
+        result.update(kernel_summary(args.profile, iterations - args.warmup))
+    return result
+
+
+def kernel_summary(profile_dir: str, iterations: int, top: int = 12) -> dict:
+    """Print the kernels per iteration and the `top` op types by kernel time from the profiler's CSV."""
+    import csv
+    import glob
+
+    found = sorted(glob.glob(os.path.join(profile_dir, "*", "FRAMEWORK", "cpu_op_type_info_*.csv")))
+    if not found:
+        raise RuntimeError(f"the profiler wrote no cpu_op_type_info CSV under {profile_dir}")
+    with open(found[-1], newline="") as f:
+        rows = [(r["op_type"], int(r["type_occurrences"]), float(r["total_compute_time"])) for r in csv.DictReader(f)]
+    rows.sort(key=lambda r: -r[2])
+    kernels = sum(r[1] for r in rows) / iterations
+    kernel_ms = sum(r[2] for r in rows) / iterations
+    print(f"  profile ({found[-1]}): {kernels:.0f} kernels, {kernel_ms:.1f} ms of kernel time per iteration")
+    for op, count, ms_total in rows[:top]:
+        print(f"    {op:<24} {count / iterations:8.1f} per iteration {ms_total / iterations:9.2f} ms")
+    return {"kernels_per_iter": round(kernels, 1), "kernel_sec_per_iter": round(kernel_ms / 1000, 4)}
 
 
 def count_compiles() -> list:
@@ -425,6 +459,8 @@ def run_side(args, side: str, python: str) -> dict:
         argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     if args.smoke:
         argv.append("--smoke")
+    if args.profile and side == "ours":
+        argv += ["--profile", os.path.abspath(args.profile)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=ROOT, TOKENIZERS_PARALLELISM="false")
     proc = subprocess.run(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     lines = proc.stdout.strip().splitlines()
@@ -493,6 +529,9 @@ def main(argv=None) -> int:
         "ours_compiled_graphs_after_warmup": ours["compiled_graphs"],
         "ours_first_iter_sec": round(ours["first_iter"], 2),
     }
+    if "kernels_per_iter" in ours:  # --profile
+        summary["ours_kernels_per_iter"] = ours["kernels_per_iter"]
+        summary["ours_kernel_sec_per_iter"] = ours["kernel_sec_per_iter"]
     if "trl" in results:
         trl = results["trl"]
         summary.update(

@@ -26,3 +26,17 @@ def test_bench_ppo_smoke():
     assert result["ours_peak_rss_mb"] > 100
     assert result["ours_compiled_graphs_after_warmup"] > 0  # the compile counter sees our graphs
     assert result["shape"]["batch"] == 4 and result["shape"]["response"] == 6
+
+
+def test_bench_ppo_profile_reports_kernels(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "bench_ppo.py"), "--smoke", "--profile", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["ours_kernels_per_iter"] > 100 and result["ours_kernel_sec_per_iter"] > 0
+    assert "MatMul" in proc.stdout  # the per-op-type table
