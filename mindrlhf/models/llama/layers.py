@@ -178,7 +178,8 @@ class LlamaAttention(nn.Cell):
         v = self.wv(x).reshape(bsz, t, self.n_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
         q, k = apply_rope(q, rope), apply_rope(k, rope)
         if k_cache is not None:
-            # cache_index: (B, nkv, T, 3) int32 of (b, head, slot); in-place write, no copy of the cache.
+            # cache_index: (B, nkv, T, 3) int32 of (b, head, slot); written into the Parameter in place (the CPU
+            # kernel still copies the whole cache internally each call: docs/benchmarks.md, "Generation").
             k = self.scatter(k_cache, cache_index, k.astype(k_cache.dtype)).astype(
                 self.compute_dtype
             )  # (B, nkv, S, hd)
