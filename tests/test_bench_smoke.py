@@ -40,3 +40,17 @@ def test_bench_ppo_profile_reports_kernels(tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["ours_kernels_per_iter"] > 100 and result["ours_kernel_sec_per_iter"] > 0
     assert "MatMul" in proc.stdout  # the per-op-type table
+
+
+def test_bench_sampler_smoke():
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "bench_sampler.py"), "--vocab", "2000", "--reps", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["peaked_same_tokens"] and result["flat_same_tokens"]
+    assert result["peaked_prefilter_ms"] > 0 and result["flat_sort_ms"] > 0

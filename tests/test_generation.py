@@ -114,9 +114,9 @@ def test_sampled_logprobs_equal_full_forward(ours, prompts, temperature, top_k, 
 
 
 class _JitSampler(nn.Cell):
-    def __init__(self, spec, vocab):
+    def __init__(self, spec, vocab, **kwargs):
         super().__init__()
-        self.sampler = TokenSampler(spec, vocab)
+        self.sampler = TokenSampler(spec, vocab, **kwargs)
 
     @ms.jit
     def construct(self, logits, temperature, top_p, uniform):
@@ -161,6 +161,31 @@ def test_sampler_on_crafted_distribution():
     tempered = np.log(probs) / 2.0
     tempered -= np.log(np.exp(tempered).sum())
     np.testing.assert_allclose(logprobs.asnumpy(), tempered[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("peaked", [True, False])
+def test_top_p_prefilter_equals_full_sort(peaked):
+    """top-p alone tries the most likely `top_p_prefilter` tokens before sorting the vocabulary: the same tokens as
+    the full sort when they hold top_p of the mass (peaked), and the full sort itself when they do not (flat)."""
+    vocab, rows, prefilter, top_p = 3000, 64, 64, 0.9
+    rng = np.random.RandomState(2)
+    logits = rng.randn(rows, vocab).astype(np.float32) * (6.0 if peaked else 0.3)
+    shifted = logits - logits.max(-1, keepdims=True)
+    p = np.exp(shifted.astype(np.float64))
+    p /= p.sum(-1, keepdims=True)
+    covered = np.sort(p, -1)[:, ::-1][:, :prefilter].sum(-1) >= top_p
+    assert covered.all() if peaked else not covered.any()  # which branch the step takes
+    uniform = Tensor(1.0 - rng.random_sample(rows).astype(np.float32))
+    args = (Tensor(logits), Tensor(np.float32(1.0)), Tensor(np.float32(top_p)), uniform)
+    spec = SamplingSpec(False, 0, True)
+    fast = _JitSampler(spec, vocab, top_p_prefilter=prefilter)
+    assert fast.sampler.prefilter == prefilter
+    tokens, logprobs = fast(*args)
+    ref_tokens, ref_logprobs = _JitSampler(spec, vocab, top_p_prefilter=vocab)(*args)  # always the full sort
+    np.testing.assert_array_equal(tokens.asnumpy(), ref_tokens.asnumpy())
+    np.testing.assert_allclose(logprobs.asnumpy(), ref_logprobs.asnumpy(), atol=1e-6)
+    chosen = p[np.arange(rows), tokens.asnumpy()]
+    assert ((p * (p > chosen[:, None])).sum(-1) < top_p + 1e-6).all()  # inside the nucleus
 
 
 def test_seed_and_eos(ours, prompts):
