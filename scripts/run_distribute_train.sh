@@ -32,14 +32,8 @@ Environment:
 EOF
 }
 
-die() {
-    echo "$PROG: error: $*" >&2
-    echo "Run 'bash scripts/$PROG -h' for usage." >&2
-    exit 2
-}
-
-is_uint() { [[ "$1" =~ ^[0-9]{1,9}$ ]]; }
-is_posint() { [[ "$1" =~ ^[0-9]{1,9}$ ]] && ((10#$1 >= 1)); }
+# shellcheck source=launcher_common.sh
+source "$ROOT/scripts/launcher_common.sh"
 
 if [[ $# -ge 1 && ( "$1" == "-h" || "$1" == "--help" ) ]]; then
     usage
@@ -63,21 +57,16 @@ is_uint "$RANK_START" || die "RANK_START must be a non-negative integer, got '$R
 is_posint "$LOCAL_DEVICE_NUM" || die "LOCAL_DEVICE_NUM must be a positive integer, got '$LOCAL_DEVICE_NUM'"
 RANK_START=$((10#$RANK_START))
 LOCAL_DEVICE_NUM=$((10#$LOCAL_DEVICE_NUM))
-[[ -e "$DATA_DIR" ]] || die "DATA_DIR '$DATA_DIR' does not exist (give the dataset .mindrecord file or its directory)"
 [[ -f "$RANK_TABLE_FILE" ]] || die "RANK_TABLE_FILE '$RANK_TABLE_FILE' is not a file"
-[[ -f "$SFT_MODEL_PATH" ]] || die "SFT_MODEL_PATH '$SFT_MODEL_PATH' is not a file (give the SFT model's run YAML)"
-[[ -f "$REWARD_MODEL_PATH" ]] || die "REWARD_MODEL_PATH '$REWARD_MODEL_PATH' is not a file (give the reward model's run YAML)"
+check_run_inputs
 
-if [[ -z "${PYTHON:-}" ]]; then
-    if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON="python3"; fi
-fi
+default_python
 command -v "$PYTHON" >/dev/null 2>&1 || die "python interpreter '$PYTHON' not found (set PYTHON=/path/to/python)"
 TRAIN_ENTRY="${MINDRLHF_TRAIN_ENTRY:-$ROOT/train.py}"
 [[ -f "$TRAIN_ENTRY" ]] || die "training script '$TRAIN_ENTRY' not found (set MINDRLHF_TRAIN_ENTRY)"
 STOP_TIMEOUT="${STOP_TIMEOUT:-10}"
 is_uint "$STOP_TIMEOUT" || die "STOP_TIMEOUT must be a non-negative integer, got '$STOP_TIMEOUT'"
 
-abspath() { (cd "$(dirname "$1")" && printf '%s/%s' "$(pwd)" "$(basename "$1")"); }
 DATA_DIR="$(abspath "$DATA_DIR")"
 RANK_TABLE_FILE="$(abspath "$RANK_TABLE_FILE")"
 SFT_MODEL_PATH="$(abspath "$SFT_MODEL_PATH")"
@@ -105,13 +94,7 @@ done <<<"$TABLE_ENV"
 [[ -n "$RANK_SIZE" && ${#DEVICE_IDS[@]} -eq $LOCAL_DEVICE_NUM ]] \
     || die "could not read the rank table summary from '$PYTHON -m mindrlhf.parallel.rank_table': $TABLE_ENV"
 
-OUTPUT_DIR="${OUTPUT_DIR:-$PWD/output}"
-mkdir -p "$OUTPUT_DIR" || die "cannot create OUTPUT_DIR '$OUTPUT_DIR'"
-OUTPUT_DIR="$(cd "$OUTPUT_DIR" && pwd)"
-SAVE_ARGS=(--save_dir "${SAVE_DIR:-$OUTPUT_DIR}")
-for arg in "${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}"; do
-    if [[ "$arg" == --save_dir || "$arg" == --save_dir=* ]]; then SAVE_ARGS=(); fi
-done
+output_and_save_args
 
 # ---- start the ranks -----------------------------------------------------------------------------------------
 # Job control puts each rank in its own process group, so stopping a rank also stops anything it spawned.

@@ -37,14 +37,8 @@ Environment:
 EOF
 }
 
-die() {
-    echo "$PROG: error: $*" >&2
-    echo "Run 'bash scripts/$PROG -h' for usage." >&2
-    exit 2
-}
-
-is_uint() { [[ "$1" =~ ^[0-9]{1,9}$ ]]; }
-is_posint() { [[ "$1" =~ ^[0-9]{1,9}$ ]] && ((10#$1 >= 1)); }
+# shellcheck source=launcher_common.sh
+source "$ROOT/scripts/launcher_common.sh"
 
 if [[ $# -ge 1 && ( "$1" == "-h" || "$1" == "--help" ) ]]; then
     usage
@@ -83,13 +77,9 @@ if ! is_uint "$MASTER_PORT" || ((10#$MASTER_PORT < 1024 || 10#$MASTER_PORT > 655
     die "MASTER_PORT must be an integer in 1024..65535, got '$MASTER_PORT'"
 fi
 MASTER_PORT=$((10#$MASTER_PORT))
-[[ -e "$DATA_DIR" ]] || die "DATA_DIR '$DATA_DIR' does not exist (give the dataset .mindrecord file or its directory)"
-[[ -f "$SFT_MODEL_PATH" ]] || die "SFT_MODEL_PATH '$SFT_MODEL_PATH' is not a file (give the SFT model's run YAML)"
-[[ -f "$REWARD_MODEL_PATH" ]] || die "REWARD_MODEL_PATH '$REWARD_MODEL_PATH' is not a file (give the reward model's run YAML)"
+check_run_inputs
 
-if [[ -z "${PYTHON:-}" ]]; then
-    if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON="python3"; fi
-fi
+default_python
 PYTHON_PATH="$(command -v "$PYTHON" 2>/dev/null)" || die "python interpreter '$PYTHON' not found (set PYTHON=/path/to/python)"
 PY_BIN="$(dirname "$PYTHON_PATH")"
 # msrun runs its workers as 'python SCRIPT ...' from PATH: make that the chosen interpreter.
@@ -111,22 +101,15 @@ if [[ "$NODE_RANK" == 0 && ( "$MASTER_ADDR" == 127.0.0.1 || "$MASTER_ADDR" == lo
     fi
 fi
 
-abspath() { (cd "$(dirname "$1")" && printf '%s/%s' "$(pwd)" "$(basename "$1")"); }
 DATA_DIR="$(abspath "$DATA_DIR")"
 SFT_MODEL_PATH="$(abspath "$SFT_MODEL_PATH")"
 REWARD_MODEL_PATH="$(abspath "$REWARD_MODEL_PATH")"
 TRAIN_ENTRY="$(abspath "$TRAIN_ENTRY")"
 
-OUTPUT_DIR="${OUTPUT_DIR:-$PWD/output}"
-mkdir -p "$OUTPUT_DIR" || die "cannot create OUTPUT_DIR '$OUTPUT_DIR'"
-OUTPUT_DIR="$(cd "$OUTPUT_DIR" && pwd)"
+output_and_save_args
 LOG_DIR="${LOG_DIR:-$OUTPUT_DIR/msrun_log}"
 mkdir -p "$LOG_DIR" || die "cannot create LOG_DIR '$LOG_DIR'"
 LOG_DIR="$(cd "$LOG_DIR" && pwd)"
-SAVE_ARGS=(--save_dir "${SAVE_DIR:-$OUTPUT_DIR}")
-for arg in "${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}"; do
-    if [[ "$arg" == --save_dir || "$arg" == --save_dir=* ]]; then SAVE_ARGS=(); fi
-done
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 # ---- run msrun ------------------------------------------------------------------------------------------------
