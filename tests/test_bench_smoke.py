@@ -8,18 +8,22 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_bench_ppo_smoke():
+def run_bench(script, *args):
+    """Run bench/<script> with args from the repository root; returns (stdout, the last line's JSON)."""
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "bench", "bench_ppo.py"), "--smoke"],
+        [sys.executable, os.path.join(ROOT, "bench", script), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    lines = proc.stdout.strip().splitlines()
-    assert any(line.strip().startswith("ours iteration 0: total ") for line in lines), proc.stdout
-    result = json.loads(lines[-1])
+    return proc.stdout, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_bench_ppo_smoke():
+    stdout, result = run_bench("bench_ppo.py", "--smoke")
+    assert any(line.strip().startswith("ours iteration 0: total ") for line in stdout.splitlines()), stdout
     assert "trl_sec_per_iter" not in result  # smoke mode never needs the TRL environment
     phases = result["ours_generate_sec"] + result["ours_score_sec"] + result["ours_train_sec"]
     assert 0 < phases <= result["ours_sec_per_iter"]
@@ -29,28 +33,12 @@ def test_bench_ppo_smoke():
 
 
 def test_bench_ppo_profile_reports_kernels(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "bench", "bench_ppo.py"), "--smoke", "--profile", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    stdout, result = run_bench("bench_ppo.py", "--smoke", "--profile", str(tmp_path))
     assert result["ours_kernels_per_iter"] > 100 and result["ours_kernel_sec_per_iter"] > 0
-    assert "MatMul" in proc.stdout  # the per-op-type table
+    assert "MatMul" in stdout  # the per-op-type table
 
 
 def test_bench_sampler_smoke():
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "bench", "bench_sampler.py"), "--vocab", "2000", "--reps", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    _, result = run_bench("bench_sampler.py", "--vocab", "2000", "--reps", "2")
     assert result["peaked_same_tokens"] and result["flat_same_tokens"]
     assert result["peaked_prefilter_ms"] > 0 and result["flat_sort_ms"] > 0
