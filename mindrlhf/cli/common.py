@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.resources
+import json
 import logging
 import os
 import sys
@@ -102,6 +103,11 @@ def build_parser(doc: str, kind: str, model_flags: bool = True) -> argparse.Argu
     parser.add_argument(
         "--device_target", default=None, help="CPU, GPU or Ascend (default: the model YAML's context)"
     )
+    parser.add_argument(
+        "--print_config",
+        action="store_true",
+        help="print the resolved trainer config (YAML + overrides) as JSON and exit; nothing else is checked",
+    )
     if model_flags:
         parser.add_argument(
             "--stop_at_step",
@@ -116,6 +122,20 @@ def build_parser(doc: str, kind: str, model_flags: bool = True) -> argparse.Argu
 def load_trainer_config(inputs: Inputs, cls, path: Optional[str], kind: str, overrides: List[str]):
     """The trainer config: `path`, else the packaged default `<kind>_config.yaml`, then the overrides."""
     return inputs.attempt(cls.from_yaml, path or default_config_path(kind), overrides)
+
+
+def print_config(prog: str, cls, path: Optional[str], kind: str, overrides: List[str]) -> int:
+    """`--print_config`: the trainer config every later step would use, as JSON on stdout (exit 0), with the
+    file it came from on stderr; a bad YAML or override is reported as usual (exit 2)."""
+    inputs = Inputs()
+    source = path or default_config_path(kind)
+    config = load_trainer_config(inputs, cls, path, kind, overrides)
+    if config is None:
+        return inputs.report(prog)
+    print(f"{prog}: trainer config from {source}" + (f" with {' '.join(overrides)}" if overrides else ""),
+          file=sys.stderr)  # fmt: skip
+    print(json.dumps(config.to_dict(), indent=1, sort_keys=True))
+    return 0
 
 
 def load_model_yaml(inputs: Inputs, path: str):

@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args, overrides = build_parser().parse_known_args(argv)
+    if args.print_config:
+        from mindrlhf.configs.train_config import RMConfig
+
+        return common.print_config(PROG, RMConfig, args.config, "rm", overrides)
     dist = common.start(PROG, args.device_target, args.model_config, args.save_dir)
     if isinstance(dist, int):
         return dist

@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args, overrides = build_parser().parse_known_args(argv)
+    if args.print_config:
+        from mindrlhf.configs.train_config import SFTConfig
+
+        return common.print_config(PROG, SFTConfig, args.config, "sft", overrides)
     dist = common.start(PROG, args.device_target, args.model_config, args.save_dir)
     if isinstance(dist, int):
         return dist

@@ -108,6 +108,10 @@ def _inspect_dataset(path: str):
 
 def main(argv: Optional[List[str]] = None) -> int:
     args, overrides = parse_args(argv)
+    if args.print_config:
+        from mindrlhf.configs.ppo_config import PPOConfig
+
+        return common.print_config(PROG, PPOConfig, args.config, "ppo", overrides)
     dist = common.start(PROG, args.device_target, args.sft_model_path, args.save_dir)
     if isinstance(dist, int):
         return dist
