@@ -18,7 +18,7 @@ from mindrlhf.configs.run_config import write_run_yaml
 from mindrlhf.data.schemas import DataError
 from mindrlhf.errors import MindRLHFError
 from mindrlhf.models.llama import LlamaConfig
-from mindrlhf.parallel.config import DistributedEnvError
+from mindrlhf.parallel import DistributedEnvError
 from mindrlhf.parallel.rank_table import RankTableError
 from mindrlhf.tools.convert_hf import ConversionError
 from mindrlhf.utils.checkpoint import CheckpointError

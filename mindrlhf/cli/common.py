@@ -267,7 +267,7 @@ def start(prog: str, device_flag: Optional[str], model_yaml: str, save_dir: str)
 
     Communication comes first: under msrun the scheduler process runs the command too and never returns from
     `init_distributed`, so it must not have written anything before."""
-    from mindrlhf.parallel.config import init_distributed
+    from mindrlhf.parallel import init_distributed
     from mindrlhf.utils.logging import setup_logging
 
     try:
@@ -287,7 +287,7 @@ def start(prog: str, device_flag: Optional[str], model_yaml: str, save_dir: str)
 def load_parallel(inputs: Inputs, runs: List[Any], dist, batch_size: int):
     """The first run YAML's parallel sections, checked against the launched world and every model in `runs`
     (global batch = world x batch_size). None after recording a problem."""
-    from mindrlhf.parallel.config import ParallelConfig
+    from mindrlhf.parallel import ParallelConfig
 
     first = runs[0]
     parallel = inputs.attempt(ParallelConfig.from_run_dict, first.raw, first.path)

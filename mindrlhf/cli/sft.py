@@ -86,7 +86,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def train(args, dist, config, run, params, parallel, batches) -> int:
     """Build the model on the checked inputs and train it (nothing here validates: main() did)."""
     from mindrlhf.models.llama.model import LlamaForCausalLM
-    from mindrlhf.parallel.config import set_parallel_context
+    from mindrlhf.parallel import set_parallel_context
     from mindrlhf.trainer.sft_trainer import SFTTrainer
     from mindrlhf.utils.checkpoint import load_param_dict, save_checkpoint
 

@@ -121,7 +121,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parallel = None
     if sft_run is not None and ppo is not None:
         if dist.world_size == 1:  # one card or a CPU: debug runs reuse cluster YAMLs, parallel_config unused
-            from mindrlhf.parallel.config import ParallelConfig
+            from mindrlhf.parallel import ParallelConfig
 
             parallel = inputs.attempt(ParallelConfig.from_run_dict, sft_run.raw, sft_run.path)
             common.logger.info("single process: %s's parallel_config is not used", sft_run.path)
@@ -136,8 +136,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 def train(args, dist, loaded, parallel) -> int:
     """Build the four models on the checked inputs and run PPO."""
     from mindrlhf.models.roles import build_from_run_config, freeze
+    from mindrlhf.parallel import set_parallel_context
     from mindrlhf.parallel.apply import apply_layout
-    from mindrlhf.parallel.config import set_parallel_context
     from mindrlhf.parallel.shard import llama_layout_from_config
     from mindrlhf.trainer.ppo_trainer import PPOTrainer, PromptBatches
 
