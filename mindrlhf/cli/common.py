@@ -241,14 +241,16 @@ def choose_device_target(flag: Optional[str], model_yaml: str) -> str:
         where = "--device_target" if flag else f"{model_yaml}: field 'context.device_target'"
         raise ConfigError(f"{where}: {str(exc).split(': ', 1)[-1]}") from None
     if target != "CPU" and not _mindspore_has(target):
+        usable = ["CPU"] + [t for t in ("GPU", "Ascend") if t != target and _mindspore_has(t)]
+        runs_on = "runs only on CPU" if len(usable) == 1 else f"runs on {', '.join(usable)}"
         if flag:
             raise ConfigError(
-                f"--device_target {flag}: this MindSpore build cannot run on {target} (it runs on CPU); "
-                "pass --device_target CPU or install MindSpore for " + target
+                f"--device_target {flag}: this MindSpore build cannot run on {target} (it {runs_on}); "
+                f"pass --device_target CPU or install MindSpore for {target}"
             )
         raise ConfigError(
-            f"asks for {target} (context.device_target: {from_yaml}) but this MindSpore build runs only on CPU; "
-            f"pass --device_target CPU to run it here",
+            f"asks for {target} (context.device_target: {from_yaml}) but this MindSpore build {runs_on}; "
+            "pass --device_target CPU to run it here",
             model_yaml,
         )
     return target
