@@ -191,7 +191,10 @@ def test_yaml_asking_for_a_device_this_build_lacks_says_what_to_pass(tmp_path):
     proc = _run(["-m", "mindrlhf.train_sft", "--model_config", sft, "--dataset", "d", "--save_dir",
                  str(tmp_path / "out"), "--device_target", "ascend"])  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert "--device_target ascend: this MindSpore build cannot run on Ascend (it runs only on CPU)" in proc.stderr
+    assert (
+        "--device_target ascend: this MindSpore build cannot run on Ascend (it runs only on CPU)"
+        in proc.stderr
+    )
 
 
 def test_old_module_spellings_run_without_a_runpy_warning():
