@@ -280,9 +280,8 @@ def start(prog: str, device_flag: Optional[str], model_yaml: str, save_dir: str)
     setup_logging(log_file=os.path.join(save_dir, log_name))
     if dist.world_size > 1:  # init_distributed logged it before the handlers existed
         logger.info(
-            "rank %d of %d on %s (%s, launched by %s)", dist.rank, dist.world_size, dist.device_target,
-            dist.backend, dist.launcher,
-        )  # fmt: skip
+            "rank %d of %d (%s, launched by %s)", dist.rank, dist.world_size, dist.backend, dist.launcher
+        )
     return dist
 
 
