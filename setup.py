@@ -10,6 +10,20 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["mindrlhf", "mindrlhf.*"]),
+    # The default trainer YAMLs, found with importlib.resources (model_configs/*_config.yaml link to them).
+    package_data={"mindrlhf.configs.defaults": ["*.yaml"]},
+    entry_points={
+        "console_scripts": [
+            "mindrlhf-train=mindrlhf.cli.train:main",
+            "mindrlhf-sft=mindrlhf.cli.sft:main",
+            "mindrlhf-rm=mindrlhf.cli.rm:main",
+            "mindrlhf-data=mindrlhf.cli.data:main",
+            "mindrlhf-convert-hf=mindrlhf.cli.convert_hf:main",
+            "mindrlhf-generate=mindrlhf.cli.generate:main",
+            "mindrlhf-rank-table=mindrlhf.cli.rank_table:main",
+            "mindrlhf-tokenizer=mindrlhf.cli.tokenizer:main",
+        ]
+    },
     install_requires=[
         "mindspore==2.10.0",
         "numpy<2",  # numpy 2 breaks MindSpore 2.10 PyNative ops

@@ -5,6 +5,9 @@ Public API (imported lazily, so `mindrlhf.data` and `mindrlhf.algorithms` stay u
     mindrlhf.load_checkpoint(model, path), mindrlhf.save_checkpoint(model, path)
     mindrlhf.load_run_config(path), mindrlhf.generate(model, input_ids, attention_mask, ...)
     mindrlhf.PPOConfig, mindrlhf.PPOTrainer, mindrlhf.Experience
+    mindrlhf.MindRLHFError: the base of every user-fixable input error (ConfigError, DataError, CheckpointError,
+    ...); entry points catch only it, so any other exception is a bug and keeps its traceback.
+Entry points (console scripts mindrlhf-train, mindrlhf-sft, ...) live in mindrlhf.cli.
 """
 
 import importlib
@@ -20,6 +23,8 @@ _EXPORTS = {
     "save_checkpoint": "mindrlhf.utils.checkpoint",
     "CheckpointError": "mindrlhf.utils.checkpoint",
     "ConfigError": "mindrlhf.configs.loader",
+    "DataError": "mindrlhf.data.schemas",
+    "MindRLHFError": "mindrlhf.errors",
     "load_run_config": "mindrlhf.configs.run_config",
     "generate": "mindrlhf.generation",
     "GenerationOutput": "mindrlhf.generation",

@@ -5,9 +5,9 @@ import hashlib
 import numpy as np
 import pytest
 
+from mindrlhf.cli import tokenizer as tokenizer_cli
 from mindrlhf.data import DataError, LlamaTokenizer, pad_sequences, train_sentencepiece
 from mindrlhf.data import demo_corpus as dc
-from mindrlhf.data import tokenizer as tokmod
 
 SENTENCES = dc.tokenizer_corpus(dc.build_demo_corpus(seed=0, rm_pairs_per_prompt=1))
 
@@ -120,13 +120,13 @@ def test_cli_train_and_encode(tmp_path, capsys):
     text = tmp_path / "c.txt"
     text.write_text("\n".join(SENTENCES[:2000]), encoding="utf-8")
     assert (
-        tokmod.main(
+        tokenizer_cli.main(
             ["train", "--input", str(text), "--model_prefix", str(tmp_path / "t"), "--vocab_size", "500"]
         )
         == 0
     )
     assert (tmp_path / "t.model").is_file() and (tmp_path / "t.vocab").is_file()
     assert "500 pieces, unk=0 bos=1 eos=2" in capsys.readouterr().out
-    assert tokmod.main(["encode", "--model", str(tmp_path / "t.model"), "sure !"]) == 0
+    assert tokenizer_cli.main(["encode", "--model", str(tmp_path / "t.model"), "sure !"]) == 0
     assert str(LlamaTokenizer(tmp_path / "t.model").encode("sure !")) in capsys.readouterr().out
-    assert tokmod.main(["encode", "--model", str(tmp_path / "missing"), "x"]) == 2
+    assert tokenizer_cli.main(["encode", "--model", str(tmp_path / "missing"), "x"]) == 2

@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
+from mindrlhf.cli.rank_table import main
 from mindrlhf.parallel.rank_table import (
     RankTableError,
     build_rank_table,
     default_file_name,
     load_rank_table,
-    main,
     parse_rank_table,
     write_rank_table,
 )

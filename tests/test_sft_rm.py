@@ -336,9 +336,9 @@ def test_model_yaml_typo_and_config_typo_are_reported_together(tiny_run, tmp_pat
 
 
 def test_config_overrides_are_not_taken_for_abbreviated_flags():
-    from mindrlhf.train_sft import DEFAULT_SFT_CONFIG, build_parser
+    from mindrlhf.cli.sft import build_parser
 
-    args, overrides = build_parser("", DEFAULT_SFT_CONFIG).parse_known_args(
+    args, overrides = build_parser().parse_known_args(
         ["--model_config", "m.yaml", "--dataset", "d", "--save_dir", "s", "--mode", "lm"]
     )
     assert args.model_config == "m.yaml" and overrides == ["--mode", "lm"]

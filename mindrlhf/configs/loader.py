@@ -13,8 +13,10 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import yaml
 
+from mindrlhf.errors import MindRLHFError
 
-class ConfigError(ValueError):
+
+class ConfigError(MindRLHFError):
     """A user-fixable problem in a config file or override. The message names the file and the field."""
 
     def __init__(self, message: str, source: Optional[str] = None, field: Optional[str] = None):

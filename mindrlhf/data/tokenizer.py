@@ -4,7 +4,7 @@ Ids follow Llama: unk=0, bos=1, eos=2. The SentencePiece model has no pad piece;
 separately (`pad_token_id`, 0 in the Llama2 configs, i.e. the unk id). Nothing here derives a mask from
 `ids == pad_id`: padding helpers return the attention mask with the ids.
 
-CLI::
+CLI (`mindrlhf.cli.tokenizer`, also `mindrlhf-tokenizer`)::
 
     python -m mindrlhf.data.tokenizer train --input corpus.txt --model_prefix out/tokenizer --vocab_size 1000
     python -m mindrlhf.data.tokenizer encode --model out/tokenizer.model "how do i bake a cake ?"
@@ -12,7 +12,6 @@ CLI::
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import logging
@@ -268,46 +267,7 @@ def _atomic_write_bytes(path: str, blob: bytes) -> None:
         raise
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mindrlhf.data.tokenizer", description=__doc__.split("\n")[0]
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    tr = sub.add_parser("train", help="train a SentencePiece model from text files (one sentence per line)")
-    tr.add_argument("--input", nargs="+", required=True, help="UTF-8 text file(s), one sentence per line")
-    tr.add_argument("--model_prefix", required=True, help="writes <prefix>.model and <prefix>.vocab")
-    tr.add_argument("--vocab_size", type=int, default=1000)
-    tr.add_argument("--model_type", default="bpe", choices=["bpe", "unigram"])
-    tr.add_argument("--no_byte_fallback", action="store_true", help="unknown characters become unk (id 0)")
-    enc = sub.add_parser("encode", help="print the ids and pieces of some text")
-    enc.add_argument("--model", required=True, help="tokenizer.model or a directory holding it")
-    enc.add_argument("text", nargs="+")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if args.command == "train":
-            path = train_sentencepiece(
-                args.model_prefix,
-                vocab_size=args.vocab_size,
-                input_files=args.input,
-                model_type=args.model_type,
-                byte_fallback=not args.no_byte_fallback,
-            )
-            tok = LlamaTokenizer(path)
-            print(
-                f"wrote {path}: {tok.vocab_size} pieces, unk={tok.unk_id} bos={tok.bos_id} eos={tok.eos_id}"
-            )
-        else:
-            tok = LlamaTokenizer(args.model)
-            for text in args.text:
-                ids = tok.encode(text)
-                print(ids)
-                print([tok.sp.id_to_piece(i) for i in ids])
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+if __name__ == "__main__":  # `python -m mindrlhf.data.tokenizer`: the command is mindrlhf.cli.tokenizer
+    from mindrlhf.cli.tokenizer import main
 
-
-if __name__ == "__main__":
     sys.exit(main())

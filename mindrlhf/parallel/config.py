@@ -19,6 +19,7 @@ import os
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from mindrlhf.configs.loader import ConfigError, dataclass_from_dict, get_section, load_yaml
+from mindrlhf.errors import MindRLHFError
 
 logger = logging.getLogger(__name__)
 
@@ -319,7 +320,7 @@ def set_parallel_context(
 # Distributed launch: which launcher started this process, and MindSpore's communication init.
 
 
-class DistributedEnvError(ValueError):
+class DistributedEnvError(MindRLHFError):
     """The launch environment (RANK_ID, RANK_SIZE, DEVICE_ID, RANK_TABLE_FILE, msrun's MS_*) is inconsistent."""
 
 

@@ -10,7 +10,6 @@ cannot represent, are widened to float32 bit-exactly. No torch at run time.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from mindrlhf.configs.loader import ConfigError
+from mindrlhf.errors import MindRLHFError
 from mindrlhf.models.llama.config import LlamaConfig
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ _LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 _NP_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
-class ConversionError(ValueError):
+class ConversionError(MindRLHFError):
     """The input directory or checkpoint cannot be converted; the message says which file and why."""
 
 
@@ -309,47 +309,7 @@ def convert_hf_dir(
     return config
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--hf-dir", help="Hugging Face Llama directory (config.json + safetensors)")
-    parser.add_argument("--output", help="output MindSpore checkpoint (.ckpt or .safetensors)")
-    parser.add_argument("--yaml-out", help="also write a MindFormers run YAML pointing at the checkpoint")
-    parser.add_argument("--dtype", default="float32", choices=sorted(_NP_DTYPES), help="checkpoint dtype")
-    parser.add_argument(
-        "--reverse", action="store_true", help="MindSpore checkpoint -> Hugging Face directory"
-    )
-    parser.add_argument("--ckpt", help="(--reverse) input checkpoint")
-    parser.add_argument("--yaml", help="(--reverse) run YAML describing the checkpoint")
-    parser.add_argument("--hf-out", help="(--reverse) output Hugging Face directory")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        if args.reverse:
-            if not (args.ckpt and args.yaml and args.hf_out):
-                parser.error("--reverse needs --ckpt, --yaml and --hf-out")
-            ms_to_hf(args.ckpt, args.yaml, args.hf_out)
-            print(f"wrote {args.hf_out}")
-        else:
-            if not (args.hf_dir and args.output):
-                parser.error("needs --hf-dir and --output (or --reverse --ckpt --yaml --hf-out)")
-            config = convert_hf_dir(args.hf_dir, args.output, args.yaml_out, args.dtype)
-            print(f"wrote {args.output} ({config.num_layers} layers, hidden {config.hidden_size})")
-            if args.yaml_out:
-                print(f"wrote {args.yaml_out}")
-    except (ConversionError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        from mindrlhf.utils.checkpoint import CheckpointError
+if __name__ == "__main__":  # `python -m mindrlhf.tools.convert_hf`: the command is mindrlhf.cli.convert_hf
+    from mindrlhf.cli.convert_hf import main
 
-        if isinstance(exc, CheckpointError):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

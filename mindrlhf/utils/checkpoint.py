@@ -16,13 +16,15 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
+from mindrlhf.errors import MindRLHFError
+
 logger = logging.getLogger(__name__)
 
 _SHOW = 5  # names listed per category in an error
 META_PREFIX = "__meta__."  # entries saved with `extra=`; never compared with the model's parameters
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MindRLHFError):
     """A checkpoint that does not fit the model (or cannot be read). The message lists what is wrong."""
 
 
