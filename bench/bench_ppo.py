@@ -182,7 +182,6 @@ def run_ours(args) -> dict:
             entropy_coef=0.0,
             actor_lr=1e-6,
             critic_lr=1e-6,
-            logging_dir=tmp,
         )
         trainer = PPOTrainer(
             ppo,

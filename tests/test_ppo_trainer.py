@@ -60,8 +60,7 @@ def make_trainer(tmp_path, **overrides):
         c.set_data(Tensor(a.asnumpy()))
     ppo = PPOConfig(**{**dict(rollout_batch_size=4, mini_batch_size=2, ppo_epochs=1, num_iterations=4,
                               max_prompt_length=PROMPT, max_new_tokens=NEW, seq_length=32, actor_lr=1e-3,
-                              critic_lr=1e-3, init_kl_coef=0.1, ptx_coef=0.5, entropy_coef=0.01,
-                              logging_dir=str(tmp_path)), **overrides})
+                              critic_lr=1e-3, init_kl_coef=0.1, ptx_coef=0.5, entropy_coef=0.01), **overrides})
     trainer = PPOTrainer(ppo, actor, critic, freeze(reference), freeze(reward), FakePrompts(4),
                          eos_token_id=2, pad_token_id=0, save_dir=str(tmp_path),
                          loss_scale={"loss_scale_value": 1024.0, "scale_factor": 2, "scale_window": 1000})

@@ -63,10 +63,6 @@ class ValueModel(nn.Cell):
         return self.gather(values, 1, idx).squeeze(-1)
 
 
-RewardModel = ValueModel
-CriticModel = ValueModel
-
-
 def freeze(cell: nn.Cell) -> nn.Cell:
     """Mark every parameter non-trainable (reference and reward models are never updated)."""
     for param in cell.get_parameters():
