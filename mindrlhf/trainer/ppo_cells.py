@@ -85,7 +85,7 @@ class ActorLoss(nn.Cell):
         self.global_mean = GlobalMean(world)
         self.distributed = world > 1
         if self.distributed:
-            self.all_max = ops.AllReduce(ops.ReduceOp.MAX)
+            self.all_gather = ops.AllGather()  # CPU AllReduce sums only: max over a gather
 
     def construct(
         self,
@@ -117,7 +117,7 @@ class ActorLoss(nn.Cell):
         diff = ops.abs(ops.stop_gradient(logprobs) - old_logprobs) * response_mask
         diff_max = diff.max()
         if self.distributed:
-            diff_max = self.all_max(diff_max)
+            diff_max = self.all_gather(diff_max.reshape(1)).max()
         metrics = ops.stack(
             [pg_loss, self.global_mean(clipfrac, tokens), self.global_mean(approx_kl, tokens),
              ops.stop_gradient(entropy), ops.stop_gradient(ptx), diff_max,
