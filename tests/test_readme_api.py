@@ -37,10 +37,12 @@ def readme_python_api() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def _ppo_mindrecord(path, max_prompt_length, seq_length):
+def _ppo_mindrecord(path, max_prompt_length, seq_length, rows=24):
+    """A PPO MindRecord of `rows` random prompts (distinct) and answers, tokens in [4, V)."""
     rng = np.random.RandomState(0)
-    prompts = [list(rng.randint(4, V, rng.randint(3, 20))) for _ in range(24)]
-    answers = [list(rng.randint(4, V, rng.randint(3, 20))) for _ in range(24)]
+    longest = min(20, max_prompt_length - 1)
+    prompts = [list(rng.randint(4, V, rng.randint(3, longest))) for _ in range(rows)]
+    answers = [list(rng.randint(4, V, rng.randint(3, longest))) for _ in range(rows)]
     cols, reasons = layout_rows(
         "ppo", prompts, answers, None, bos_id=1, eos_id=2, pad_id=0, max_prompt_length=max_prompt_length,
         seq_length=seq_length,
