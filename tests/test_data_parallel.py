@@ -208,3 +208,81 @@ def test_two_msrun_ppo_ranks_on_given_rollouts_equal_one_process_on_the_global_b
         # Measured 1.2e-6 after 4 AdamW steps at lr 3e-3; training moved the weights by ~1e-2.
         assert to_single < 2e-5 and float(single["moved"]) > 1e-3, (to_single, float(single["moved"]))
     assert single["kl_coef_1"] != single["kl_coef_0"]  # the adaptive controller moved
+
+
+class _ThreadAllGather:
+    """Stands in for `ops.AllGather` between threads: every rank's float32 tensor, concatenated in rank order."""
+
+    def __init__(self, world):
+        import threading
+
+        self.barrier, self.slots = threading.Barrier(world), [None] * world
+
+    def for_rank(self, rank):
+        from mindspore import Tensor
+
+        def gather(tensor):
+            self.slots[rank] = tensor.asnumpy()
+            self.barrier.wait()
+            out = np.concatenate(self.slots, 0)
+            self.barrier.wait()
+            return Tensor(out)
+
+        return gather
+
+
+def _on_two_ranks(fn, parts):
+    """fn(DataParallel of rank r, parts[r]) on two threads linked by `_ThreadAllGather`; returns both results."""
+    import threading
+
+    from mindrlhf.trainer.data_parallel import DataParallel
+
+    link, results = _ThreadAllGather(2), [None, None]
+
+    def run(rank):
+        ranks = DataParallel(world=1, rank=rank)
+        ranks.world, ranks._gather = 2, link.for_rank(rank)
+        results[rank] = fn(ranks, parts[rank])
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results
+
+
+def test_cross_rank_whitening_keeps_its_digits_when_the_mean_dwarfs_the_std():
+    """Advantages with mean/std = 1000 split over two ranks (different token counts): two-pass float64 statistics
+    over both ranks equal `ppo_math.masked_whiten` on the whole batch to 1e-9; the old one-pass float32 form
+    (sum x^2 - n mean^2, summed by a float32 AllReduce) is off by more than 1e-3."""
+    from mindrlhf.algorithms import ppo_math
+
+    rng = np.random.RandomState(0)
+    x = (1000.0 + rng.normal(0, 1, (8, 6))).astype(np.float32)
+    mask = (rng.uniform(size=(8, 6)) < 0.7).astype(np.float32)
+    mask[:4, 4:] = 0  # rank 0 holds fewer tokens
+    parts = [(x[:4], mask[:4]), (x[4:], mask[4:])]
+    got = _on_two_ranks(lambda ranks, part: ranks.whiten(*part), parts)
+    expected = ppo_math.masked_whiten(x, mask)
+    np.testing.assert_allclose(np.concatenate(got), expected, atol=1e-9)
+
+    def one_pass_float32(ranks, part):
+        xs, ms_ = part
+        sums = [np.float32((xs * ms_).sum()), np.float32(ms_.sum()), np.float32((xs * xs * ms_).sum())]
+        total, count, squares = np.sum(ranks.gather(np.array(sums, np.float32)[None]).astype(np.float32), 0)
+        mean = total / count
+        var = max(squares - count * mean * mean, 0.0) / (count - 1)
+        return (xs - mean) / np.sqrt(var + 1e-8) * ms_
+
+    old = np.concatenate(_on_two_ranks(one_pass_float32, parts))
+    assert np.abs(old - expected).max() > 1e-3  # measured 3e-3 here (the issue saw 3e-2 on a larger batch)
+
+
+def test_cross_rank_sums_and_gathers_are_float64_and_identical_on_every_rank():
+    values = [np.array([1e8 + 0.25, -3.0]), np.array([1e-3, 7.5])]
+    sums = _on_two_ranks(lambda ranks, v: ranks.sum(v), values)
+    np.testing.assert_array_equal(sums[0], sums[1])
+    np.testing.assert_allclose(sums[0], [1e8 + 0.251, 4.5], rtol=1e-14)  # float32 alone: 1e8 + 0.25 -> 1e8
+    gathered = _on_two_ranks(lambda ranks, v: ranks.gather(v), values)
+    np.testing.assert_allclose(gathered[0], np.concatenate(values), rtol=1e-14)
