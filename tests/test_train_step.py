@@ -218,3 +218,8 @@ def test_dynamic_scale_from_mapping_is_logged(caplog):
                                       {"loss_scale_value": 16, "scale_factor": 2, "scale_window": 3})  # fmt: skip
     assert "dynamic loss scale 16 (x2 after 3 finite steps" in caplog.text
     assert step.dynamic_scale and step.scale_window == 3
+
+
+def test_scale_sense_error_names_the_run_yaml_when_given():
+    with pytest.raises(ConfigError, match=r"^run\.yaml: field 'runner_wrapper.scale_sense': .*got 'high'"):
+        parse_loss_scale({"loss_scale_value": "high"}, source="run.yaml")

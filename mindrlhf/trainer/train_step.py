@@ -47,53 +47,61 @@ class LossScale:
         return f"dynamic loss scale {self.value:g} (x{self.factor:g} after {self.window} finite steps, / on overflow)"
 
 
-def _number(value: Any, key: str, integer: bool = False) -> float:
+def _number(value: Any, key: str, source: Optional[str], integer: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or (integer and value != int(value)):
         kind = "an integer" if integer else "a number"
-        raise ConfigError(f"{key} must be {kind}, got {value!r}", field=SCALE_SENSE)
+        raise ConfigError(f"{key} must be {kind}, got {value!r}", source, SCALE_SENSE)
     return float(value)
 
 
-def parse_loss_scale(scale_sense: Any) -> LossScale:
+def parse_loss_scale(scale_sense: Any, source: Optional[str] = None) -> LossScale:
     """`runner_wrapper.scale_sense` of a MindFormers run YAML -> LossScale.
 
     - absent / empty: dynamic, scale 1.0;
     - a number (MindFormers' bf16/LoRA YAMLs, `scale_sense: 1.0`): a fixed scale;
     - a mapping `{type, loss_scale_value, scale_factor, scale_window}`: dynamic, or fixed when `type` is
       `FixedLossScaleUpdateCell`.
-    Raises ConfigError naming `runner_wrapper.scale_sense` for negative/zero values, strings, unknown keys or types.
+    Raises ConfigError naming `runner_wrapper.scale_sense` (and `source`, the run YAML, when given) for
+    negative/zero values, strings, unknown keys or types; entry points can call this while validating inputs.
     """
     if scale_sense is None or (isinstance(scale_sense, Mapping) and not scale_sense):
         return LossScale()
     if isinstance(scale_sense, LossScale):
         return scale_sense
     if not isinstance(scale_sense, Mapping):
-        value = _number(scale_sense, "the fixed loss scale")
+        value = _number(scale_sense, "the fixed loss scale", source)
         if not value > 0 or not np.isfinite(value):
             raise ConfigError(
-                f"a fixed loss scale must be a finite number > 0, got {scale_sense!r}", field=SCALE_SENSE
+                f"a fixed loss scale must be a finite number > 0, got {scale_sense!r}", source, SCALE_SENSE
             )
         return LossScale(value=value, dynamic=False, factor=1.0, window=1)
     unknown = sorted(str(k) for k in scale_sense if k not in _SCALE_KEYS)
     if unknown:
         raise ConfigError(
             f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(_SCALE_KEYS)} (or a number: a fixed scale)",
-            field=SCALE_SENSE,
+            source,
+            SCALE_SENSE,
         )
     kind = scale_sense.get("type", "DynamicLossScaleUpdateCell")
     if kind not in _SCALE_TYPES:
-        raise ConfigError(f"type must be one of {', '.join(_SCALE_TYPES)}, got {kind!r}", field=SCALE_SENSE)
-    value = _number(scale_sense.get("loss_scale_value", 1.0), "loss_scale_value")
-    factor = _number(scale_sense.get("scale_factor", 2.0), "scale_factor")
-    window = _number(scale_sense.get("scale_window", 1000), "scale_window", integer=True)
+        raise ConfigError(
+            f"type must be one of {', '.join(_SCALE_TYPES)}, got {kind!r}", source=source, field=SCALE_SENSE
+        )
+    value = _number(scale_sense.get("loss_scale_value", 1.0), "loss_scale_value", source)
+    factor = _number(scale_sense.get("scale_factor", 2.0), "scale_factor", source)
+    window = _number(scale_sense.get("scale_window", 1000), "scale_window", source, integer=True)
     if not (value > 0 and np.isfinite(value)):
-        raise ConfigError(f"loss_scale_value must be a finite number > 0, got {value!r}", field=SCALE_SENSE)
+        raise ConfigError(
+            f"loss_scale_value must be a finite number > 0, got {value!r}", source=source, field=SCALE_SENSE
+        )
     if kind == "FixedLossScaleUpdateCell":
         return LossScale(value=value, dynamic=False, factor=1.0, window=1)
     if not (factor > 1 and np.isfinite(factor)):
-        raise ConfigError(f"scale_factor must be a finite number > 1, got {factor!r}", field=SCALE_SENSE)
+        raise ConfigError(
+            f"scale_factor must be a finite number > 1, got {factor!r}", source=source, field=SCALE_SENSE
+        )
     if window < 1:
-        raise ConfigError(f"scale_window must be >= 1, got {int(window)}", field=SCALE_SENSE)
+        raise ConfigError(f"scale_window must be >= 1, got {int(window)}", source=source, field=SCALE_SENSE)
     return LossScale(value=value, dynamic=True, factor=factor, window=int(window))
 
 
