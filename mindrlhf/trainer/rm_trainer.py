@@ -43,7 +43,8 @@ class PairwiseLoss(nn.Cell):
     """Pairwise loss of a ValueModel; metrics `[len(METRICS)]`: accuracy, mean margin, mean r_chosen, r_rejected.
 
     Inputs `[B, T]` int32; chosen and rejected go through the model as one `[2B, T]` batch (one forward).
-    Accuracy counts r_c > r_r strictly (a tie is not a correct ranking).
+    Accuracy counts r_c > r_r strictly (a tie is not a correct ranking). Data parallel needs no global mean here:
+    every rank holds B pairs, so TrainStep's mean of the per-rank means is the mean over the global batch.
     """
 
     METRICS = ("accuracy", "margin", "chosen_score", "rejected_score")
