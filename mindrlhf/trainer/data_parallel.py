@@ -14,7 +14,7 @@ With one process both are the identity (no communication op is built).
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import mindspore as ms
 import numpy as np
@@ -40,7 +40,7 @@ class DataParallel:
     the same on every rank and does not lose the digits a float32 AllReduce would.
     """
 
-    def __init__(self, world: int = None, rank: int = None):
+    def __init__(self, world: Optional[int] = None, rank: Optional[int] = None):
         if world is None:
             world, rank = world_and_rank()
         self.world, self.rank = int(world), int(rank or 0)
