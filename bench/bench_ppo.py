@@ -182,7 +182,6 @@ def run_ours(args) -> dict:
             entropy_coef=0.0,
             actor_lr=1e-6,
             critic_lr=1e-6,
-            logging_dir=tmp,
         )
         trainer = PPOTrainer(
             ppo,
@@ -242,7 +241,10 @@ def kernel_summary(profile_dir: str, iterations: int, top: int = 12) -> dict:
     if not found:
         raise RuntimeError(f"the profiler wrote no cpu_op_type_info CSV under {profile_dir}")
     with open(found[-1], newline="") as f:
-        rows = [(r["op_type"], int(r["type_occurrences"]), float(r["total_compute_time"])) for r in csv.DictReader(f)]
+        rows = [
+            (r["op_type"], int(r["type_occurrences"]), float(r["total_compute_time"]))
+            for r in csv.DictReader(f)
+        ]
     rows.sort(key=lambda r: -r[2])
     kernels = sum(r[1] for r in rows) / iterations
     kernel_ms = sum(r[2] for r in rows) / iterations

@@ -147,3 +147,142 @@ def test_two_msrun_ranks_train_like_one_process_over_the_global_batch(data):
           f"2 ranks vs 1 process {to_single:.3g}, moved by training {moved:.3g}")  # fmt: skip
     assert to_single < 1e-5 and moved > 1e-3
     assert [m["sft/target_tokens"] for m in two] == [m["sft/target_tokens"] for m in one]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# PPO: two msrun ranks on given rollouts equal one process on the global batch (tests/ppo_dp_worker.py).
+
+
+def _run_ppo_worker(out_dir, world):
+    """tests/ppo_dp_worker.py as one process (world 1) or under msrun; returns {name: npz} per process."""
+    os.makedirs(out_dir, exist_ok=True)
+    script = os.path.join(ROOT, "tests", "ppo_dp_worker.py")
+    if world == 1:
+        cmd = [sys.executable, script, str(out_dir)]
+    else:
+        py_bin = os.path.dirname(sys.executable)
+        cmd = [os.path.join(py_bin, "msrun"), f"--worker_num={world}", f"--local_worker_num={world}",
+               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", f"--log_dir={out_dir}/msrun_log",
+               "--join=True", script, str(out_dir)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=out_dir, env=_env(), capture_output=True, text=True, timeout=600)
+    logs = "".join(
+        f"--- {name}\n{open(os.path.join(out_dir, 'msrun_log', name)).read()[-3000:]}"
+        for name in (sorted(os.listdir(os.path.join(out_dir, "msrun_log"))) if world > 1 else [])
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-3000:]}\n{logs}"
+    names = ["single.npz"] if world == 1 else [f"rank_{r}.npz" for r in range(world)]
+    return [dict(np.load(os.path.join(out_dir, n))) for n in names]
+
+
+@pytest.mark.slow
+def test_two_msrun_ppo_ranks_on_given_rollouts_equal_one_process_on_the_global_batch(tmp_path):
+    """Same rollouts (built from a fixed seed in the worker), rank r holding rows r*B..(r+1)*B-1 of the global
+    batch of 2B: score normalisation, whitening and the adaptive KL controller use global statistics, the loss
+    means run over every rank's tokens, and gradients are averaged, so the ranks train like one process."""
+    from ppo_dp_worker import GLOBAL_B, ITERATIONS, KEYS
+
+    (single,) = _run_ppo_worker(tmp_path / "single", 1)
+    ranks = _run_ppo_worker(tmp_path / "dp", WORLD)
+    b = GLOBAL_B // WORLD
+    weights = sorted(k for k in single if ":" in k)
+    for r, rank in enumerate(ranks):
+        for it in range(ITERATIONS):
+            # Step 3 on this rank's rows equals the single process's step 3 on the same rows.
+            for key in ("rewards", "advantages", "returns"):
+                np.testing.assert_allclose(
+                    rank[f"{key}_{it}"], single[f"{key}_{it}"][r * b : (r + 1) * b], rtol=1e-6, atol=1e-6,
+                    err_msg=f"rank {r} {key} {it}",
+                )  # fmt: skip
+            # beta adapted with the global batch; score statistics over every rank's scores.
+            np.testing.assert_allclose(rank[f"kl_coef_{it}"], single[f"kl_coef_{it}"], rtol=1e-9)
+            np.testing.assert_allclose(rank[f"score_stats_{it}"], single[f"score_stats_{it}"], rtol=1e-9)
+            # Losses and metrics of the global mini-batch (float32 sums in another order).
+            np.testing.assert_allclose(
+                rank[f"metrics_{it}"], single[f"metrics_{it}"], rtol=2e-5, atol=1e-6,
+                err_msg=f"rank {r} iteration {it}: {KEYS}",
+            )  # fmt: skip
+        # Weights: identical on both ranks, within float32 rounding of the single process.
+        for k in weights:
+            np.testing.assert_array_equal(rank[k], ranks[0][k], err_msg=k)
+        to_single = max(float(np.abs(rank[k] - single[k]).max()) for k in weights)
+        # Measured 1.2e-6 after 4 AdamW steps at lr 3e-3; training moved the weights by ~1e-2.
+        assert to_single < 2e-5 and float(single["moved"]) > 1e-3, (to_single, float(single["moved"]))
+    assert single["kl_coef_1"] != single["kl_coef_0"]  # the adaptive controller moved
+
+
+class _ThreadAllGather:
+    """Stands in for `ops.AllGather` between threads: every rank's float32 tensor, concatenated in rank order."""
+
+    def __init__(self, world):
+        import threading
+
+        self.barrier, self.slots = threading.Barrier(world), [None] * world
+
+    def for_rank(self, rank):
+        from mindspore import Tensor
+
+        def gather(tensor):
+            self.slots[rank] = tensor.asnumpy()
+            self.barrier.wait()
+            out = np.concatenate(self.slots, 0)
+            self.barrier.wait()
+            return Tensor(out)
+
+        return gather
+
+
+def _on_two_ranks(fn, parts):
+    """fn(DataParallel of rank r, parts[r]) on two threads linked by `_ThreadAllGather`; returns both results."""
+    import threading
+
+    from mindrlhf.trainer.data_parallel import DataParallel
+
+    link, results = _ThreadAllGather(2), [None, None]
+
+    def run(rank):
+        ranks = DataParallel(world=1, rank=rank)
+        ranks.world, ranks._gather = 2, link.for_rank(rank)
+        results[rank] = fn(ranks, parts[rank])
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results
+
+
+def test_cross_rank_whitening_keeps_its_digits_when_the_mean_dwarfs_the_std():
+    """Advantages with mean/std = 1000 split over two ranks (different token counts): two-pass float64 statistics
+    over both ranks equal `ppo_math.masked_whiten` on the whole batch to 1e-9; the old one-pass float32 form
+    (sum x^2 - n mean^2, summed by a float32 AllReduce) is off by more than 1e-3."""
+    from mindrlhf.algorithms import ppo_math
+
+    rng = np.random.RandomState(0)
+    x = (1000.0 + rng.normal(0, 1, (8, 6))).astype(np.float32)
+    mask = (rng.uniform(size=(8, 6)) < 0.7).astype(np.float32)
+    mask[:4, 4:] = 0  # rank 0 holds fewer tokens
+    parts = [(x[:4], mask[:4]), (x[4:], mask[4:])]
+    got = _on_two_ranks(lambda ranks, part: ranks.whiten(*part), parts)
+    expected = ppo_math.masked_whiten(x, mask)
+    np.testing.assert_allclose(np.concatenate(got), expected, atol=1e-9)
+
+    def one_pass_float32(ranks, part):
+        xs, ms_ = part
+        sums = [np.float32((xs * ms_).sum()), np.float32(ms_.sum()), np.float32((xs * xs * ms_).sum())]
+        total, count, squares = np.sum(ranks.gather(np.array(sums, np.float32)[None]).astype(np.float32), 0)
+        mean = total / count
+        var = max(squares - count * mean * mean, 0.0) / (count - 1)
+        return (xs - mean) / np.sqrt(var + 1e-8) * ms_
+
+    old = np.concatenate(_on_two_ranks(one_pass_float32, parts))
+    assert np.abs(old - expected).max() > 1e-3  # measured 3e-3 here (the issue saw 3e-2 on a larger batch)
+
+
+def test_cross_rank_sums_and_gathers_are_float64_and_identical_on_every_rank():
+    values = [np.array([1e8 + 0.25, -3.0]), np.array([1e-3, 7.5])]
+    sums = _on_two_ranks(lambda ranks, v: ranks.sum(v), values)
+    np.testing.assert_array_equal(sums[0], sums[1])
+    np.testing.assert_allclose(sums[0], [1e8 + 0.251, 4.5], rtol=1e-14)  # float32 alone: 1e8 + 0.25 -> 1e8
+    gathered = _on_two_ranks(lambda ranks, v: ranks.gather(v), values)
+    np.testing.assert_allclose(gathered[0], np.concatenate(values), rtol=1e-14)

@@ -85,7 +85,6 @@ def test_every_field_is_documented():
         ({"save_interval": -1}, "save_interval"),
         ({"log_interval": 0}, "log_interval"),
         ({"seed": -1}, "seed"),
-        ({"logging_dir": " "}, "logging_dir"),
         ({"metrics_file": ""}, "metrics_file"),
         ({"kl_target": float("nan")}, "kl_target"),
         ({"cliprange": "wide"}, "cliprange"),  # wrong type, caught by the loader

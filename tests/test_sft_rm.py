@@ -342,3 +342,29 @@ def test_config_overrides_are_not_taken_for_abbreviated_flags():
         ["--model_config", "m.yaml", "--dataset", "d", "--save_dir", "s", "--mode", "lm"]
     )
     assert args.model_config == "m.yaml" and overrides == ["--mode", "lm"]
+
+
+def test_sft_trains_with_a_scalar_scale_sense(tmp_path, caplog):
+    """`runner_wrapper.scale_sense: 1.0` (MindFormers' bf16/LoRA YAMLs) is a fixed loss scale: SFT trains (it used
+    to crash with "'float' object is not iterable") and says so in the log."""
+    import logging
+
+    rng = np.random.RandomState(0)
+    ids = rng.randint(3, V, (4, T)).astype(np.int32)
+    rows = {
+        "input_ids": ids,
+        "attention_mask": np.ones((4, T), np.int32),
+        "loss_mask": np.ones((4, T), np.int32),
+    }
+    model = LlamaForCausalLM(TINY)
+    before = {n: p.asnumpy().copy() for n, p in model.parameters_and_names()}
+    with caplog.at_level(logging.INFO):
+        trainer = SFTTrainer(
+            SFTConfig(batch_size=2, max_steps=2, learning_rate=1e-3), model, ArrayBatches(rows, 2), str(tmp_path),
+            loss_scale=1.0,
+        )  # fmt: skip
+        last = trainer.train()
+    assert "sft: fixed loss scale 1" in caplog.text
+    assert np.isfinite(last["sft/loss"]) and last["sft/loss_scale"] == 1.0 and last["sft/overflow_steps"] == 0
+    assert last["sft/target_tokens"] == 2 * (T - 1)
+    assert not any(np.array_equal(before[n], p.asnumpy()) for n, p in model.parameters_and_names())

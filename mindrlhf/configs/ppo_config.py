@@ -95,10 +95,8 @@ class PPOConfig(TrainerConfig):
     """Save a checkpoint every this many iterations (>= 0); 0 saves only at the end."""
     log_interval: int = 1
     """Log metrics every this many iterations (>= 1)."""
-    logging_dir: str = "output/ppo"
-    """Directory for metrics and checkpoints."""
     metrics_file: str = "metrics.jsonl"
-    """Metrics file name inside logging_dir (one JSON object per logged iteration)."""
+    """Metrics file name inside the run's save_dir (one JSON object per logged iteration)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -164,7 +162,6 @@ class PPOConfig(TrainerConfig):
             f"must be <= the run's optimiser steps ({self.total_optimizer_steps} = num_iterations * ppo_epochs * "
             "rollout_batch_size / mini_batch_size)",
         )
-        _require(self, "logging_dir", bool(self.logging_dir.strip()), "must not be empty")
         _require(self, "metrics_file", bool(self.metrics_file.strip()), "must not be empty")
 
     # --- derived --------------------------------------------------------------------------------------------

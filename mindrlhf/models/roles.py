@@ -36,7 +36,9 @@ def value_param_shapes(config: LlamaConfig) -> Dict[str, tuple]:
 def last_token_index(attention_mask: Tensor) -> Tensor:
     """Index of the last real token of each row of `attention_mask [B, T]` -> `[B]` int32 (any padding layout)."""
     t = attention_mask.shape[1]
-    return ops.argmax(attention_mask.astype(ms.int32) * ops.arange(1, t + 1, dtype=ms.int32), -1).astype(ms.int32)
+    return ops.argmax(attention_mask.astype(ms.int32) * ops.arange(1, t + 1, dtype=ms.int32), -1).astype(
+        ms.int32
+    )
 
 
 class ValueModel(nn.Cell):
@@ -49,7 +51,9 @@ class ValueModel(nn.Cell):
         super().__init__()
         self.config = config
         self.model = LlamaModel(config)
-        self.v_head = Linear(config.hidden_size, 1, config.compute_dtype, config.param_init_type, init_std=0.0)
+        self.v_head = Linear(
+            config.hidden_size, 1, config.compute_dtype, config.param_init_type, init_std=0.0
+        )
         self.gather = ops.GatherD()
 
     def construct(self, input_ids, attention_mask=None):
@@ -61,10 +65,6 @@ class ValueModel(nn.Cell):
         values = self.construct(input_ids, attention_mask)
         idx = last_token_index(attention_mask).reshape(-1, 1)
         return self.gather(values, 1, idx).squeeze(-1)
-
-
-RewardModel = ValueModel
-CriticModel = ValueModel
 
 
 def freeze(cell: nn.Cell) -> nn.Cell:

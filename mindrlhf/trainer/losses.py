@@ -12,12 +12,25 @@ Notes for the CPU build: `mint.logsumexp` and `mint.nn.functional.log_softmax` h
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import mindspore as ms
 from mindspore import Tensor, mint, ops
 
 from mindrlhf.models.llama.layers import rows
+
+
+def metrics_dict(names: Sequence[str], values) -> Dict[str, float]:
+    """A loss cell's metrics vector `[len(names)]` (Tensor or array) -> `{name: float}`.
+
+    Every loss cell names its vector once, next to the cell (`ActorLoss.METRICS`, ...); trainers read metrics by
+    name through this, never by position. A vector of another length raises (the names and the cell disagree).
+    """
+    values = values.asnumpy() if hasattr(values, "asnumpy") else values
+    flat = [float(v) for v in list(values.reshape(-1))]
+    if len(flat) != len(names):
+        raise ValueError(f"a metrics vector of {len(flat)} values for {len(names)} names {tuple(names)}")
+    return dict(zip(names, flat))
 
 
 def masked_mean(x: Tensor, mask: Tensor, axis: Optional[int] = None) -> Tensor:

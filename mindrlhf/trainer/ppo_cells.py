@@ -11,6 +11,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from mindrlhf.trainer import losses
+from mindrlhf.trainer.data_parallel import GlobalMean
 
 
 class ResponseLogprobs(nn.Cell):
@@ -41,22 +42,12 @@ class ResponseValues(nn.Cell):
         return self.critic(sequences, attention_mask)[:, self.p - 1 : -1]
 
 
-class _Jitted(nn.Cell):
-    """Compile `cell` once for its input shapes (GRAPH mode speed; PyNative is for debugging only)."""
-
-    def __init__(self, cell: nn.Cell):
-        super().__init__(auto_prefix=False)
-        self.cell = cell
-
-    @ms.jit
-    def construct(self, *inputs):
-        return self.cell(*inputs)
-
-
 class ScoringForwards(nn.Cell):
     """Step 2 of an iteration in one compiled graph: reward scores `[B]`, reference log-probs and values `[B, N]`."""
 
-    def __init__(self, reference: nn.Cell, reward: nn.Cell, critic: nn.Cell, prompt_length: int, temperature: float):
+    def __init__(
+        self, reference: nn.Cell, reward: nn.Cell, critic: nn.Cell, prompt_length: int, temperature: float
+    ):
         super().__init__(auto_prefix=False)
         self.ref_logprobs = ResponseLogprobs(reference, prompt_length, temperature)
         self.reward = reward
@@ -71,13 +62,19 @@ class ScoringForwards(nn.Cell):
 
 
 class ActorLoss(nn.Cell):
-    """PPO-clip policy loss − entropy_coef · entropy + ptx_coef · pretrain NLL; returns (loss, metrics[7]).
+    """PPO-clip policy loss − entropy_coef · entropy + ptx_coef · pretrain NLL; returns (loss, metrics).
 
-    metrics = [policy_loss, clipfrac, approx_kl, entropy, ptx_loss, max |logp − old_logp|, mean |logp − old_logp|];
-    the last two, on a mini-batch seen before any update, check that rollout and training log-probs agree.
+    metrics is the vector `[len(METRICS)]` named by `METRICS` (read it with `losses.metrics_dict`); the two
+    logprob_diff entries (max and mean |logp − old_logp|), on a mini-batch seen before any update, check that
+    rollout and training log-probs agree. `world` > 1 data-parallel ranks: every mean runs over the tokens of all
+    ranks (`GlobalMean`), so N ranks train as one process on the global mini-batch.
     """
 
-    def __init__(self, actor, prompt_length, temperature, cliprange, entropy_coef, ptx_coef):
+    METRICS = (
+        "policy_loss", "clipfrac", "approx_kl", "entropy", "ptx_loss", "logprob_diff_max", "logprob_diff_mean",
+    )  # fmt: skip
+
+    def __init__(self, actor, prompt_length, temperature, cliprange, entropy_coef, ptx_coef, world: int = 1):
         super().__init__(auto_prefix=False)
         self.logprobs = ResponseLogprobs(actor, prompt_length, temperature)
         self.actor = actor
@@ -85,37 +82,74 @@ class ActorLoss(nn.Cell):
         self.cliprange = float(cliprange)
         self.entropy_coef = float(entropy_coef)
         self.ptx_coef = float(ptx_coef)
+        self.global_mean = GlobalMean(world)
+        self.distributed = world > 1
+        if self.distributed:
+            self.all_gather = ops.AllGather()  # CPU AllReduce sums only: max over a gather
 
-    def construct(self, sequences, attention_mask, response_mask, old_logprobs, advantages, pretrain_ids, pretrain_mask, loss_mask):
+    def construct(
+        self,
+        sequences,
+        attention_mask,
+        response_mask,
+        old_logprobs,
+        advantages,
+        pretrain_ids,
+        pretrain_mask,
+        loss_mask,
+    ):
+        tokens = ops.stop_gradient(response_mask.astype(ms.float32).sum())
         logprobs, logits = self.logprobs(sequences, attention_mask)
-        pg_loss, clipfrac, approx_kl = losses.policy_loss(logprobs, old_logprobs, advantages, response_mask, self.cliprange)
+        pg_loss, clipfrac, approx_kl = losses.policy_loss(
+            logprobs, old_logprobs, advantages, response_mask, self.cliprange
+        )
+        pg_loss = self.global_mean(pg_loss, tokens)
         entropy = losses.masked_mean(losses.entropy_from_logits(logits, self.temperature), response_mask)
+        entropy = self.global_mean(entropy, tokens)
         loss = pg_loss
         if self.entropy_coef > 0:  # a graph constant: no entropy backward over [B, N, V] when unused
             loss = loss - self.entropy_coef * entropy
         ptx = ops.zeros((), ms.float32)
         if self.ptx_coef > 0:  # a graph constant: the ptx forward exists only when it is used
             ptx = losses.ptx_loss(self.actor(pretrain_ids, pretrain_mask), pretrain_ids, loss_mask)
+            ptx = self.global_mean(ptx, ops.stop_gradient(loss_mask[:, 1:].astype(ms.float32).sum()))
             loss = loss + self.ptx_coef * ptx
         diff = ops.abs(ops.stop_gradient(logprobs) - old_logprobs) * response_mask
+        diff_max = diff.max()
+        if self.distributed:
+            diff_max = self.all_gather(diff_max.reshape(1)).max()
         metrics = ops.stack(
-            [pg_loss, clipfrac, approx_kl, ops.stop_gradient(entropy), ops.stop_gradient(ptx), diff.max(),
-             losses.masked_mean(diff, response_mask)]
-        )
+            [pg_loss, self.global_mean(clipfrac, tokens), self.global_mean(approx_kl, tokens),
+             ops.stop_gradient(entropy), ops.stop_gradient(ptx), diff_max,
+             self.global_mean(losses.masked_mean(diff, response_mask), tokens)]
+        )  # fmt: skip
         return loss, metrics
 
 
 class CriticLoss(nn.Cell):
-    """vf_coef · clipped value loss; returns (loss, metrics[3] = [value_loss, value_clipfrac, mean value])."""
+    """vf_coef · clipped value loss; returns (loss, metrics `[len(METRICS)]` named by `METRICS`).
 
-    def __init__(self, critic, prompt_length, cliprange_value, vf_coef):
+    `world` > 1 data-parallel ranks: the means run over every rank's response tokens (`GlobalMean`).
+    """
+
+    METRICS = ("value_loss", "value_clipfrac", "value_mean")
+
+    def __init__(self, critic, prompt_length, cliprange_value, vf_coef, world: int = 1):
         super().__init__(auto_prefix=False)
         self.values = ResponseValues(critic, prompt_length)
         self.cliprange_value = float(cliprange_value)
         self.vf_coef = float(vf_coef)
+        self.global_mean = GlobalMean(world)
 
     def construct(self, sequences, attention_mask, response_mask, old_values, returns):
+        tokens = ops.stop_gradient(response_mask.astype(ms.float32).sum())
         values = self.values(sequences, attention_mask)
-        vf_loss, vf_clipfrac = losses.value_loss(values, old_values, returns, response_mask, self.cliprange_value)
+        vf_loss, vf_clipfrac = losses.value_loss(
+            values, old_values, returns, response_mask, self.cliprange_value
+        )
+        vf_loss = self.global_mean(vf_loss, tokens)
         mean_value = losses.masked_mean(ops.stop_gradient(values), response_mask)
-        return self.vf_coef * vf_loss, ops.stack([vf_loss, vf_clipfrac, mean_value])
+        metrics = ops.stack(
+            [vf_loss, self.global_mean(vf_clipfrac, tokens), self.global_mean(mean_value, tokens)]
+        )
+        return self.vf_coef * vf_loss, metrics

@@ -19,15 +19,16 @@ import os
 import time
 from typing import Any, Dict, Optional
 
-import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn
 from tqdm import tqdm
 
 from mindrlhf.algorithms import ppo_math
 from mindrlhf.configs.ppo_config import PPOConfig
+from mindrlhf.trainer.data_parallel import DataParallel
+from mindrlhf.trainer.losses import metrics_dict
 from mindrlhf.trainer.ppo_cells import ActorLoss, CriticLoss, ScoringForwards
-from mindrlhf.trainer.train_step import TrainStep, lr_schedule, make_optimizer
+from mindrlhf.trainer.train_step import build_train_step
 from mindrlhf.utils.metrics import MetricsWriter
 from mindrlhf.utils.run_state import load_run_state, save_run_state
 
@@ -61,10 +62,19 @@ class PromptBatches:
     iteration because the trainer asks for batch `iteration`.
     """
 
-    def __init__(self, path: str, batch_size: int, seed: int, num_shards: Optional[int] = None, shard_id: Optional[int] = None):
+    def __init__(
+        self,
+        path: str,
+        batch_size: int,
+        seed: int,
+        num_shards: Optional[int] = None,
+        shard_id: Optional[int] = None,
+    ):
         from mindrlhf.data.reader import read_dataset
 
-        self.reader = read_dataset(path, "ppo", batch_size, shuffle=True, seed=seed, shard_id=shard_id, num_shards=num_shards)
+        self.reader = read_dataset(
+            path, "ppo", batch_size, shuffle=True, seed=seed, shard_id=shard_id, num_shards=num_shards
+        )
         self._iter = None
         self._next = -1
 
@@ -80,44 +90,6 @@ class PromptBatches:
         if self._next % n == 0:
             self._iter = None  # next epoch: new order
         return out
-
-
-class _RankStats:
-    """Sums and gathers of host statistics across data-parallel ranks (identity for one process).
-
-    Whitening, the adaptive KL controller and the score normaliser must see the global rollout batch, or each
-    rank shapes rewards with its own statistics and the ranks drift apart (and only rank 0's state is saved).
-    """
-
-    def __init__(self):
-        self.world = 1
-        mode = ms.get_auto_parallel_context("parallel_mode")
-        if mode in (ms.ParallelMode.DATA_PARALLEL, ms.ParallelMode.HYBRID_PARALLEL):
-            from mindspore.communication import get_group_size
-
-            self.world = get_group_size()
-        if self.world > 1:
-            from mindspore import ops
-
-            self._sum, self._gather = ops.AllReduce(), ops.AllGather()
-
-    def sum(self, values: np.ndarray) -> np.ndarray:
-        values = np.asarray(values, dtype=np.float32)
-        return values if self.world == 1 else self._sum(Tensor(values)).asnumpy()
-
-    def gather(self, values: np.ndarray) -> np.ndarray:
-        values = np.asarray(values, dtype=np.float32)
-        return values if self.world == 1 else self._gather(Tensor(values)).asnumpy()
-
-    def whiten(self, x: np.ndarray, mask: np.ndarray, eps: float = 1e-8) -> np.ndarray:
-        """`ppo_math.masked_whiten` with mean and unbiased variance over every rank's response tokens."""
-        if self.world == 1:
-            return ppo_math.masked_whiten(x, mask)
-        x64, m64 = np.asarray(x, np.float64), np.asarray(mask, np.float64)
-        total, count, squares = self.sum(np.array([(x64 * m64).sum(), m64.sum(), (x64 * x64 * m64).sum()]))
-        mean = total / max(count, 1.0)
-        var = max(squares - count * mean * mean, 0.0) / max(count - 1.0, 1.0)
-        return (x64 - mean) / np.sqrt(var + eps) * m64
 
 
 def _np(x) -> np.ndarray:
@@ -144,7 +116,7 @@ class PPOTrainer:
         eos_token_id: int,
         pad_token_id: int,
         save_dir: str,
-        loss_scale: Optional[Dict[str, float]] = None,
+        loss_scale: Any = None,
         is_main: bool = True,
     ):
         self.config = config
@@ -156,35 +128,33 @@ class PPOTrainer:
         self.eos_token_id, self.pad_token_id = eos_token_id, pad_token_id
         self.save_dir = save_dir
         self.is_main = is_main  # data parallel: ranks hold identical weights; only rank 0 writes files
+        # Whitening, the score normaliser, the adaptive KL controller and the loss means see the global rollout
+        # batch (world * rollout_batch_size), or each rank would shape rewards with its own statistics.
+        self.ranks = DataParallel()
         c = config
         p = c.max_prompt_length
         self.scoring = ScoringForwards(reference, reward, critic, p, c.temperature)
-        scale = dict(loss_scale or {})
-        scale_args = dict(
-            loss_scale=float(scale.get("loss_scale_value", 1.0)),
-            scale_factor=float(scale.get("scale_factor", 2.0)),
-            scale_window=int(scale.get("scale_window", 1000)),
+        steps, world = c.total_optimizer_steps, self.ranks.world
+        actor_loss = ActorLoss(actor, p, c.temperature, c.cliprange, c.entropy_coef, c.ptx_coef, world)
+        self.actor_step, self.actor_optimizer, _ = build_train_step(
+            actor_loss, actor.trainable_params(), c.actor_lr, steps, c, loss_scale, "actor"
         )
-        steps = c.total_optimizer_steps
-        betas = (c.adam_beta1, c.adam_beta2)
-        actor_lrs = lr_schedule(c.actor_lr, steps, c.warmup_steps, c.lr_decay, c.min_lr_ratio)
-        critic_lrs = lr_schedule(c.critic_lr, steps, c.warmup_steps, c.lr_decay, c.min_lr_ratio)
-        self.actor_optimizer = make_optimizer(actor.trainable_params(), actor_lrs, c.weight_decay, betas, c.adam_eps)
-        self.critic_optimizer = make_optimizer(critic.trainable_params(), critic_lrs, c.weight_decay, betas, c.adam_eps)
-        grad_norm = c.max_grad_norm or 0.0
-        actor_loss = ActorLoss(actor, p, c.temperature, c.cliprange, c.entropy_coef, c.ptx_coef)
-        self.actor_step = TrainStep(actor_loss, self.actor_optimizer, grad_norm, lrs=actor_lrs, **scale_args)
-        critic_loss = CriticLoss(critic, p, c.cliprange_value, c.vf_coef)
-        self.critic_step = TrainStep(critic_loss, self.critic_optimizer, grad_norm, lrs=critic_lrs, **scale_args)
-        self.kl_controller = ppo_math.make_kl_controller(c.adaptive_kl, c.init_kl_coef, c.kl_target, c.kl_horizon)
+        critic_loss = CriticLoss(critic, p, c.cliprange_value, c.vf_coef, world)
+        self.critic_step, self.critic_optimizer, _ = build_train_step(
+            critic_loss, critic.trainable_params(), c.critic_lr, steps, c, loss_scale, "critic"
+        )
+        self.kl_controller = ppo_math.make_kl_controller(
+            c.adaptive_kl, c.init_kl_coef, c.kl_target, c.kl_horizon
+        )
         self.score_normalizer = ppo_math.ScoreNormalizer(c.normalize_scores, c.score_clip)
-        self.ranks = _RankStats()
         self.iteration = 0  # iterations completed
         self.metrics: Optional[MetricsWriter] = None
 
     # ------------------------------------------------------------------------------------------ experience
     def _generate(self, batch: Dict[str, np.ndarray]):
-        """1. Sample one response per prompt; responses padded to exactly max_new_tokens (static shapes)."""
+        """1. Sample one response per prompt: `generate` always returns max_new_tokens response columns (rows that
+        stop early are padded), so later graphs keep one shape. The seed depends on the seed, the iteration and
+        the rank: deterministic, and different on every data-parallel rank (one process keeps its old seeds)."""
         from mindrlhf.generation import generate
 
         c = self.config
@@ -199,20 +169,17 @@ class PPOTrainer:
             top_p=c.top_p,
             eos_token_id=self.eos_token_id,
             pad_token_id=self.pad_token_id,
-            seed=c.seed * 100_003 + self.iteration,
+            seed=self.sampling_seed(),
         )
         sequences, response_mask, logprobs = _np(out.sequences), _np(out.response_mask), _np(out.logprobs)
-        missing = c.max_new_tokens - response_mask.shape[1]
-        if missing > 0:  # every row stopped early: pad so later graphs keep one shape
-            b = sequences.shape[0]
-            sequences = np.concatenate([sequences, np.full((b, missing), self.pad_token_id, sequences.dtype)], 1)
-            response_mask = np.concatenate([response_mask, np.zeros((b, missing), response_mask.dtype)], 1)
-            logprobs = np.concatenate([logprobs, np.zeros((b, missing), logprobs.dtype)], 1)
         return sequences.astype(np.int32), response_mask.astype(np.float32), logprobs.astype(np.float32)
+
+    def sampling_seed(self) -> int:
+        """Sampling seed of this iteration on this rank: `(seed * 100003 + iteration) * world + rank`."""
+        return (self.config.seed * 100_003 + self.iteration) * self.ranks.world + self.ranks.rank
 
     def make_experience(self, batch: Dict[str, np.ndarray]) -> Experience:
         """Steps 1-3 for one rollout batch (timings in `self.timings`)."""
-        c = self.config
         t0 = time.perf_counter()
         sequences, response_mask, old_logprobs = self._generate(batch)  # 1. generate
         attention_mask = np.concatenate([batch["prompt_mask"], response_mask], 1).astype(np.int32)
@@ -222,13 +189,9 @@ class PPOTrainer:
         )
         t2 = time.perf_counter()
         ref_logprobs, values = ref_logprobs * response_mask, values * response_mask
-        shaped_scores = self._shape_scores(scores)  # 3. advantages
-        rewards = ppo_math.compute_rewards(
-            old_logprobs, ref_logprobs, shaped_scores, response_mask, self.kl_controller.value, c.kl_estimator
-        )
-        advantages, returns = ppo_math.gae_advantages(rewards, values, response_mask, c.gamma, c.lam)
-        if c.whiten_advantages:
-            advantages = self.ranks.whiten(advantages, response_mask)
+        rewards, advantages, returns = self.advantages(
+            scores, old_logprobs, ref_logprobs, values, response_mask
+        )  # 3
         self.timings = {"generate": t1 - t0, "score": t2 - t1, "advantages": time.perf_counter() - t2}
         f32 = np.float32
         return Experience(
@@ -247,8 +210,26 @@ class PPOTrainer:
             loss_mask=batch["loss_mask"].astype(f32),
         )
 
+    def advantages(self, scores, old_logprobs, ref_logprobs, values, response_mask):
+        """3. Rewards, GAE advantages and returns of one rollout batch -> (rewards, advantages, returns) `[B, N]`.
+
+        scores `[B]`: raw reward-model scores, normalised/clipped with statistics over every rank's scores;
+        rewards: -beta * KL_t plus the shaped score at the last response token; advantages whitened over the
+        response tokens of all ranks when `whiten_advantages`. Returns are GAE advantages (before whitening) +
+        values.
+        """
+        c = self.config
+        shaped_scores = self._shape_scores(scores)
+        rewards = ppo_math.compute_rewards(
+            old_logprobs, ref_logprobs, shaped_scores, response_mask, self.kl_controller.value, c.kl_estimator
+        )
+        advantages, returns = ppo_math.gae_advantages(rewards, values, response_mask, c.gamma, c.lam)
+        if c.whiten_advantages:
+            advantages = self.ranks.whiten(advantages, response_mask)
+        return rewards, advantages, returns
+
     def _shape_scores(self, scores: np.ndarray) -> np.ndarray:
-        """Normalise/clip scores; the running statistics are updated with every rank's scores."""
+        """Normalise/clip scores; the running statistics are updated with every rank's scores (rank order)."""
         if self.ranks.world == 1:
             return self.score_normalizer(scores)
         self.score_normalizer(self.ranks.gather(scores))  # identical update on every rank
@@ -260,17 +241,19 @@ class PPOTrainer:
         c = self.config
         b = exp.sequences.shape[0]
         sums: Dict[str, list] = {}
-        first = None
+        first: Dict[str, float] = {}
         for epoch in range(c.ppo_epochs):
             order = np.random.default_rng([c.seed, self.iteration, epoch]).permutation(b)
             for mb in range(c.num_mini_batches):
                 idx = order[mb * c.mini_batch_size : (mb + 1) * c.mini_batch_size]
-                t = {f.name: Tensor(getattr(exp, f.name)[idx]) for f in dataclasses.fields(exp)}  # no deep copy
+                t = {
+                    f.name: Tensor(getattr(exp, f.name)[idx]) for f in dataclasses.fields(exp)
+                }  # no deep copy
                 lr = self.actor_step.current_lr()
                 loss, a_metrics, overflow, a_norm = self.actor_step(
                     t["sequences"], t["attention_mask"], t["response_mask"], t["old_logprobs"], t["advantages"],
                     t["pretrain_ids"], t["pretrain_mask"], t["loss_mask"],
-                )
+                )  # fmt: skip
                 v_loss, v_metrics, v_overflow, v_norm = self.critic_step(
                     t["sequences"], t["attention_mask"], t["response_mask"], t["old_values"], t["returns"]
                 )
@@ -278,39 +261,60 @@ class PPOTrainer:
                 log_line.info(
                     "PPO Batch: %d | PPO Epoch: %d | loss: [%.6f] | lr: [%.6g] | is overflow: %s | loss scale: %s",
                     mb, epoch, float(loss.asnumpy()), lr, overflow, self.actor_step.state_dict()["loss_scale"],
-                )
-                a, v = a_metrics.asnumpy(), v_metrics.asnumpy()
-                if first is None:
-                    first = a
+                )  # fmt: skip
+                a = metrics_dict(ActorLoss.METRICS, a_metrics)
+                v = metrics_dict(CriticLoss.METRICS, v_metrics)
+                first = first or a  # logprob_diff: before any update, rollout and training log-probs agree
                 row = {
-                    "ppo/loss/actor": float(loss.asnumpy()), "ppo/loss/policy": a[0], "ppo/policy/clipfrac": a[1],
-                    "ppo/policy/approx_kl": a[2], "ppo/policy/entropy": a[3], "ppo/loss/ptx": a[4],
-                    "ppo/loss/value": v[0], "ppo/val/clipfrac": v[1], "ppo/val/mean": v[2],
-                    "ppo/loss/critic": float(v_loss.asnumpy()), "ppo/grad_norm/actor": float(a_norm.asnumpy()),
-                    "ppo/grad_norm/critic": float(v_norm.asnumpy()), "ppo/overflow/actor": float(overflow),
-                    "ppo/overflow/critic": float(bool(v_overflow.asnumpy())),
-                }
+                    "ppo/loss/actor": float(loss.asnumpy()), "ppo/loss/policy": a["policy_loss"],
+                    "ppo/policy/clipfrac": a["clipfrac"], "ppo/policy/approx_kl": a["approx_kl"],
+                    "ppo/policy/entropy": a["entropy"], "ppo/loss/ptx": a["ptx_loss"],
+                    "ppo/loss/value": v["value_loss"], "ppo/val/clipfrac": v["value_clipfrac"],
+                    "ppo/val/mean": v["value_mean"], "ppo/loss/critic": float(v_loss.asnumpy()),
+                    "ppo/grad_norm/actor": float(a_norm.asnumpy()), "ppo/grad_norm/critic": float(v_norm.asnumpy()),
+                    "ppo/overflow/actor": float(overflow), "ppo/overflow/critic": float(bool(v_overflow.asnumpy())),
+                }  # fmt: skip
                 for key, value in row.items():
                     sums.setdefault(key, []).append(float(value))
         out = {k: float(np.mean(v)) for k, v in sums.items()}
-        out["ppo/logprob_diff/max"] = float(first[5])
-        out["ppo/logprob_diff/mean"] = float(first[6])
+        out["ppo/logprob_diff/max"] = first["logprob_diff_max"]
+        out["ppo/logprob_diff/mean"] = first["logprob_diff_mean"]
         out["ppo/lr/actor"] = self.actor_step.current_lr()
         out["ppo/lr/critic"] = self.critic_step.current_lr()
         out["ppo/loss_scale/actor"] = self.actor_step.state_dict()["loss_scale"]
         return out
+
+    def adapt_kl(self, kl: float, exp: Experience) -> float:
+        """5. Adaptive KL (Ziegler et al. 2019): beta moves by the global batch, world * rollout batch, per
+        iteration (a per-rank count would make beta adapt `world` times too slowly). `kl` is the global mean."""
+        return self.kl_controller.update(kl, exp.sequences.shape[0] * self.ranks.world)
+
+    def rollout_metrics(self, exp: Experience) -> Dict[str, float]:
+        """Rollout statistics (score, reward, KL, lengths, ...); with data parallel, the mean over ranks."""
+        rollout = self._experience_metrics(exp)
+        if self.ranks.world > 1:
+            keys = sorted(rollout)
+            means = self.ranks.mean(np.array([rollout[k] for k in keys]))
+            rollout = {k: float(v) for k, v in zip(keys, means)}
+        return rollout
 
     def _experience_metrics(self, exp: Experience) -> Dict[str, float]:
         mask = exp.response_mask
         kl = ((exp.old_logprobs - exp.ref_logprobs) * mask).sum(1)  # k1 per sequence
         lengths = mask.sum(1)
         return {
-            "env/score_mean": float(exp.scores.mean()), "env/score_std": float(exp.scores.std()),
-            "env/reward_mean": float(exp.rewards.sum(1).mean()), "env/reward_std": float(exp.rewards.sum(1).std()),
-            "objective/kl": float(kl.mean()), "objective/kl_coef": float(self.kl_controller.value),
+            "env/score_mean": float(exp.scores.mean()),
+            "env/score_std": float(exp.scores.std()),
+            "env/reward_mean": float(exp.rewards.sum(1).mean()),
+            "env/reward_std": float(exp.rewards.sum(1).std()),
+            "objective/kl": float(kl.mean()),
+            "objective/kl_coef": float(self.kl_controller.value),
             "ppo/returns/mean": float(ppo_math.masked_mean(exp.returns, mask)),
-            "ppo/val/explained_variance": float(ppo_math.explained_variance(exp.old_values, exp.returns, mask)),
-            "response/length_mean": float(lengths.mean()), "response/length_max": float(lengths.max()),
+            "ppo/val/explained_variance": float(
+                ppo_math.explained_variance(exp.old_values, exp.returns, mask)
+            ),
+            "response/length_mean": float(lengths.mean()),
+            "response/length_max": float(lengths.max()),
         }
 
     # ------------------------------------------------------------------------------------------ loop
@@ -338,24 +342,28 @@ class PPOTrainer:
             t_train = time.perf_counter()
             last = self.train_step(exp)  # 4
             train_seconds = time.perf_counter() - t_train
-            rollout = self._experience_metrics(exp)
-            if self.ranks.world > 1:  # metrics and the KL controller describe the global rollout batch
-                keys = sorted(rollout)
-                means = self.ranks.sum(np.array([rollout[k] for k in keys])) / self.ranks.world
-                rollout = {k: float(v) for k, v in zip(keys, means)}
-            last.update(rollout)
-            self.kl_controller.update(last["objective/kl"], exp.sequences.shape[0])  # 5
+            last.update(self.rollout_metrics(exp))
+            self.adapt_kl(last["objective/kl"], exp)  # 5
             elapsed = time.perf_counter() - start
-            last.update({
-                "time/generate": self.timings["generate"], "time/score": self.timings["score"],
-                "time/advantages": self.timings["advantages"], "time/train": train_seconds,
-                "time/iteration": elapsed, "perf/tokens_per_s": float(exp.response_mask.sum() / elapsed),
-            })
-            if self.metrics and (self.iteration % c.log_interval == 0 or self.iteration == c.num_iterations - 1):
+            last.update(
+                {
+                    "time/generate": self.timings["generate"],
+                    "time/score": self.timings["score"],
+                    "time/advantages": self.timings["advantages"],
+                    "time/train": train_seconds,
+                    "time/iteration": elapsed,
+                    "perf/tokens_per_s": float(exp.response_mask.sum() / elapsed),
+                }
+            )
+            if self.metrics and (
+                self.iteration % c.log_interval == 0 or self.iteration == c.num_iterations - 1
+            ):
                 self.metrics.write(self.iteration, last)
             bar.set_postfix(score=f"{last['env/score_mean']:.3f}", kl=f"{last['objective/kl']:.3f}")
             self.iteration += 1
-            if self.is_main and ((c.save_interval and self.iteration % c.save_interval == 0) or self.iteration == end):
+            if self.is_main and (
+                (c.save_interval and self.iteration % c.save_interval == 0) or self.iteration == end
+            ):
                 self.save()
         if self.metrics:
             self.metrics.close()

@@ -40,11 +40,14 @@ def pairwise_loss(chosen_scores: Tensor, rejected_scores: Tensor) -> Tensor:
 
 
 class PairwiseLoss(nn.Cell):
-    """Pairwise loss of a ValueModel; metrics[4] = [accuracy, mean margin, mean r_chosen, mean r_rejected].
+    """Pairwise loss of a ValueModel; metrics `[len(METRICS)]`: accuracy, mean margin, mean r_chosen, r_rejected.
 
     Inputs `[B, T]` int32; chosen and rejected go through the model as one `[2B, T]` batch (one forward).
-    Accuracy counts r_c > r_r strictly (a tie is not a correct ranking).
+    Accuracy counts r_c > r_r strictly (a tie is not a correct ranking). Data parallel needs no global mean here:
+    every rank holds B pairs, so TrainStep's mean of the per-rank means is the mean over the global batch.
     """
+
+    METRICS = ("accuracy", "margin", "chosen_score", "rejected_score")
 
     def __init__(self, model: nn.Cell):
         super().__init__(auto_prefix=False)
@@ -207,7 +210,8 @@ class RMTrainer(SupervisedTrainer):
         batches: Any,
         eval_rows: Optional[Mapping[str, np.ndarray]],
         save_dir: str,
-        loss_scale: Optional[Dict[str, float]] = None,
+        loss_scale: Any = None,
+        is_main: bool = True,
     ):
         evaluator = None
         if eval_rows is not None and len(eval_rows["chosen_ids"]):
@@ -218,13 +222,13 @@ class RMTrainer(SupervisedTrainer):
             model,
             PairwiseLoss(model),
             input_keys=RM_FIELDS,
-            metric_names=("accuracy", "margin", "chosen_score", "rejected_score"),
             batches=batches,
             save_dir=save_dir,
             loss_scale=loss_scale,
             evaluator=evaluator,
             eval_interval=config.eval_interval,
             line_metrics=("accuracy",),
+            is_main=is_main,
         )
         logger.info(
             "reward model: %d steps (%d batches of %d pairs per epoch), %s held-out pairs",

@@ -29,7 +29,8 @@ from tqdm import tqdm
 from mindrlhf.configs.run_config import write_run_yaml
 from mindrlhf.configs.train_config import SFTConfig, _TrainConfig
 from mindrlhf.trainer import losses
-from mindrlhf.trainer.train_step import TrainStep, lr_schedule, make_optimizer
+from mindrlhf.trainer.data_parallel import GlobalMean, GlobalSum, world_and_rank
+from mindrlhf.trainer.train_step import build_train_step
 from mindrlhf.utils.checkpoint import save_checkpoint
 from mindrlhf.utils.metrics import MetricsWriter
 from mindrlhf.utils.run_state import load_run_state, save_run_state
@@ -42,40 +43,29 @@ MODEL_YAML = (
 )
 
 
-def data_parallel_ranks() -> int:
-    """N when MindSpore's auto-parallel context is data_parallel over N > 1 ranks (gradients averaged), else 1."""
-    if ms.get_auto_parallel_context("parallel_mode") != ms.ParallelMode.DATA_PARALLEL:
-        return 1
-    return max(int(ms.get_auto_parallel_context("device_num")), 1)
-
-
 class SFTLoss(nn.Cell):
-    """Masked next-token NLL of a LlamaForCausalLM; returns (loss, metrics[1] = [number of target tokens]).
+    """Masked next-token NLL of a LlamaForCausalLM; returns (loss, metrics `[len(METRICS)]`).
 
     input_ids, attention_mask, loss_mask: `[B, T]` int32; loss_mask[t] = 1 means input_ids[t] is a target.
-    `data_parallel` = N > 1 ranks: loss and token count are those of the global batch (identical on every rank),
-    loss = AllReduce(sum of this rank's NLL) / AllReduce(its target tokens). AllReduce's gradient is an
-    AllReduce of the upstream 1/n, so each rank's gradient is N/n * d(own NLL sum), and TrainStep's mean over
-    ranks gives d(global NLL sum)/n: the single-process gradient. A plain per-rank mean would instead weight
-    every rank's tokens by 1/(N * its own count), which differs whenever ranks hold different numbers of tokens.
+    `data_parallel` = N > 1 ranks: loss and token count are those of the global batch (identical on every rank):
+    the per-rank mean goes through `GlobalMean`, so N ranks train exactly as one process over the global batch
+    even when the ranks hold different numbers of target tokens.
     """
+
+    METRICS = ("target_tokens",)
 
     def __init__(self, model: nn.Cell, data_parallel: int = 1):
         super().__init__(auto_prefix=False)
         self.model = model
-        self.global_mean = data_parallel > 1
-        if self.global_mean:
-            self.all_reduce = ops.AllReduce()
+        self.global_mean = GlobalMean(data_parallel)
+        self.global_sum = GlobalSum(data_parallel)
 
     def construct(self, input_ids, attention_mask, loss_mask):
         logits = self.model(input_ids, attention_mask)  # (B, T, V) float32
         loss = losses.ptx_loss(logits, input_ids, loss_mask)
-        targets = loss_mask[:, 1:].astype(ms.float32).sum()
-        if self.global_mean:
-            total = ops.stop_gradient(self.all_reduce(targets))
-            loss = self.all_reduce(loss * targets) / ops.maximum(total, ops.ones_like(total))
-            targets = total
-        return loss, ops.stack([targets])
+        targets = ops.stop_gradient(loss_mask[:, 1:].astype(ms.float32).sum())
+        loss = self.global_mean(loss, targets)
+        return loss, ops.stack([self.global_sum(targets)])
 
 
 class SupervisedTrainer:
@@ -83,7 +73,7 @@ class SupervisedTrainer:
 
     `batches` has `len()` (batches per epoch) and `iter_epoch(epoch, start_batch)` yielding `{field: int32
     [B, L]}` (`mindrlhf.data.reader.MindRecordBatches`). `input_keys` are the fields passed to `loss_cell`, in
-    order; `metric_names` label its metrics vector. `evaluator()` (optional) returns held-out metrics; it runs
+    order; its metrics vector is named by `loss_cell.METRICS`. `evaluator()` (optional) returns held-out metrics; it runs
     every `eval_interval` steps (0: only at the end). `is_main=False` (data-parallel ranks other than 0, whose
     weights are identical to rank 0's): train and log lines only; no metrics file, checkpoints or export.
     """
@@ -95,10 +85,9 @@ class SupervisedTrainer:
         model: nn.Cell,
         loss_cell: nn.Cell,
         input_keys: Sequence[str],
-        metric_names: Sequence[str],
         batches: Any,
         save_dir: str,
-        loss_scale: Optional[Dict[str, float]] = None,
+        loss_scale: Any = None,
         evaluator: Optional[Callable[[], Dict[str, float]]] = None,
         eval_interval: int = 0,
         line_metrics: Sequence[str] = (),
@@ -107,26 +96,20 @@ class SupervisedTrainer:
         if len(batches) < 1:
             raise ValueError(f"the training data has no full batch of {config.batch_size} rows")
         self.name, self.config, self.model = name, config, model
-        self.input_keys, self.metric_names = tuple(input_keys), tuple(metric_names)
+        self.input_keys, self.metric_names = tuple(input_keys), tuple(loss_cell.METRICS)
         self.batches, self.save_dir = batches, save_dir
         self.evaluator, self.eval_interval = evaluator, eval_interval
         self.line_metrics = tuple(line_metrics)  # metric_names also shown in the log line
         self.is_main = is_main
         self.total_steps = config.total_steps(len(batches))
-        c = config
-        self.lrs = lr_schedule(c.learning_rate, self.total_steps, c.warmup_steps, c.lr_decay, c.min_lr_ratio)
-        self.optimizer = make_optimizer(
-            model.trainable_params(), self.lrs, c.weight_decay, (c.adam_beta1, c.adam_beta2), c.adam_eps
-        )
-        scale = dict(loss_scale or {})
-        self.train_step = TrainStep(
+        self.train_step, self.optimizer, self.lrs = build_train_step(
             loss_cell,
-            self.optimizer,
-            c.max_grad_norm or 0.0,
-            loss_scale=float(scale.get("loss_scale_value", 1.0)),
-            scale_factor=float(scale.get("scale_factor", 2.0)),
-            scale_window=int(scale.get("scale_window", 1000)),
-            lrs=self.lrs,
+            model.trainable_params(),
+            config.learning_rate,
+            self.total_steps,
+            config,
+            loss_scale,
+            name,
         )
         self.step = 0  # optimiser steps completed (also the data position)
         self.log_line = logging.getLogger(f"mindrlhf.{name}")
@@ -207,14 +190,14 @@ class SupervisedTrainer:
         """Read back the losses of the last len(pending) steps; one log line and one metrics row (their means)."""
         n = self.name
         loss = np.array([float(out[0].asnumpy()) for out in pending])
-        metrics = np.stack([out[1].asnumpy() for out in pending]).mean(0)
+        metrics = np.stack([out[1].asnumpy() for out in pending]).mean(0)  # [len(METRICS)], named below
         overflow = [bool(out[2].asnumpy()) for out in pending]
         lr = float(self.lrs[min(self.step, self.total_steps) - 1])
         loss_scale = self.train_step.state_dict()["loss_scale"]
         epoch = (self.step - 1) // len(self.batches)
         row = {
             f"{n}/loss": float(loss.mean()),
-            **{f"{n}/{k}": float(v) for k, v in zip(self.metric_names, metrics)},
+            **{f"{n}/{k}": v for k, v in losses.metrics_dict(self.metric_names, metrics).items()},
             f"{n}/grad_norm": float(pending[-1][3].asnumpy()),
             f"{n}/lr": lr,
             f"{n}/loss_scale": loss_scale,
@@ -294,7 +277,7 @@ class SFTTrainer(SupervisedTrainer):
         model: nn.Cell,
         batches: Any,
         save_dir: str,
-        loss_scale: Optional[Dict[str, float]] = None,
+        loss_scale: Any = None,
         is_main: bool = True,
     ):
         # Chosen once: 'lm' trains on every real token, so the attention mask doubles as the loss mask.
@@ -303,9 +286,8 @@ class SFTTrainer(SupervisedTrainer):
             "sft",
             config,
             model,
-            SFTLoss(model, data_parallel_ranks()),
+            SFTLoss(model, world_and_rank()[0]),
             input_keys=("input_ids", "attention_mask", loss_key),
-            metric_names=("target_tokens",),
             batches=batches,
             save_dir=save_dir,
             loss_scale=loss_scale,

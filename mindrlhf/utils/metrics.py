@@ -31,7 +31,9 @@ class MetricsWriter:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         if resume_step is not None and os.path.exists(path):
             with open(path, encoding="utf-8") as f:
-                kept = [line for line in f if line.strip() and json.loads(line).get("step", -1) <= resume_step]
+                kept = [
+                    line for line in f if line.strip() and json.loads(line).get("step", -1) <= resume_step
+                ]
             with open(path, "w", encoding="utf-8") as f:
                 f.writelines(kept)
         elif resume_step is None and os.path.exists(path):
