@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mindrlhf.data import DataError, LlamaTokenizer, convert_jsonl, read_dataset, train_sentencepiece
-from mindrlhf.data import demo_corpus as dc
+from mindrlhf import demo as dc
 
 N_ROWS = 45
 
