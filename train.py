@@ -135,12 +135,8 @@ def _device_target(args) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     args, overrides = parse_args(argv)
     from mindrlhf.configs.loader import ConfigError
-    from mindrlhf.parallel.config import (
-        DistributedEnvError,
-        ParallelConfig,
-        init_distributed,
-        set_parallel_context,
-    )
+    from mindrlhf.parallel.config import ParallelConfig
+    from mindrlhf.parallel.runtime import DistributedEnvError, init_distributed, set_parallel_context
     from mindrlhf.utils.logging import setup_logging
 
     # Communication first: under msrun the scheduler process runs this script too and must stop here.
@@ -179,7 +175,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from mindrlhf.models.roles import build_from_run_config, freeze
     from mindrlhf.parallel.apply import apply_layout
-    from mindrlhf.parallel.config import _SHARDING_MODES as SHARDING_MODES
+    from mindrlhf.parallel.config import SHARDING_MODES
     from mindrlhf.parallel.shard import llama_layout_from_config
     from mindrlhf.trainer.ppo_trainer import PPOTrainer, PromptBatches
 

@@ -207,7 +207,7 @@ def set_context(run, device_target: Optional[str], seed: int, set_device: bool =
     `init_distributed` has set it already (MindSpore refuses a second `set_device` after communication init)."""
     import mindspore as ms
 
-    from mindrlhf.parallel.config import normalize_device_target
+    from mindrlhf.parallel.runtime import normalize_device_target
 
     target = normalize_device_target(device_target or run.section("context.device_target", "CPU"))
     mode = ms.PYNATIVE_MODE if run.section("context.mode", 0) == 1 else ms.GRAPH_MODE
@@ -230,7 +230,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args, overrides = parser.parse_known_args(argv)
     from mindrlhf.configs.loader import ConfigError
     from mindrlhf.configs.train_config import SFTConfig
-    from mindrlhf.parallel.config import DistributedEnvError, init_distributed, set_parallel_context
+    from mindrlhf.parallel.runtime import DistributedEnvError, init_distributed, set_parallel_context
     from mindrlhf.utils.logging import setup_logging
 
     # Communication first: under msrun the scheduler process runs this module too and must stop here, before
