@@ -214,5 +214,7 @@ def _report(out_dir, summary, rows, before_texts, after_texts) -> None:
         cells = [rows[i]["prompt"], before_texts[i], after_texts[i]]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     lines += ["", *[f"![{p}]({p})" for p in summary["plots"]], ""]
-    with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
+    from mindrlhf.utils.io import atomic_write
+
+    with atomic_write(os.path.join(out_dir, "report.md")) as f:
         f.write("\n".join(lines))

@@ -110,7 +110,9 @@ def main(argv=None) -> int:
     summary["wall_seconds"] = round(time.time() - start, 1)
     summary["stage_seconds"] = {k: round(v, 1) for k, v in timings.items()}
     summary_path = os.path.join(out, "summary.json")
-    with open(summary_path, "w", encoding="utf-8") as f:
+    from mindrlhf.utils.io import atomic_write
+
+    with atomic_write(summary_path) as f:
         json.dump(summary, f, indent=2)
     print(f"[demo] RM held-out accuracy {summary['rm_accuracy']:.3f}")
     g = summary["greedy"]
