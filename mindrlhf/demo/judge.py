@@ -27,6 +27,7 @@ from mindrlhf.demo.grammar import (
 
 
 def steps_of(verb: str, obj: str) -> List[str]:
+    """The three instruction steps of `verb` applied to `obj` (definite form: "the car")."""
     return [s.format(o=OBJECTS[obj][1]) for s in VERB_BY_NAME[verb].steps]
 
 
