@@ -10,6 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from mindrlhf import demo as dc
 from mindrlhf.data import (
     DataError,
     LlamaTokenizer,
@@ -18,7 +19,6 @@ from mindrlhf.data import (
     read_dataset,
     train_sentencepiece,
 )
-from mindrlhf import demo as dc
 from mindrlhf.data import writer as writer_mod
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

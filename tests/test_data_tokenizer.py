@@ -5,8 +5,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from mindrlhf.data import DataError, LlamaTokenizer, pad_sequences, train_sentencepiece
 from mindrlhf import demo as dc
+from mindrlhf.data import DataError, LlamaTokenizer, pad_sequences, train_sentencepiece
 from mindrlhf.data import tokenizer as tokmod
 
 SENTENCES = dc.tokenizer_corpus(dc.build_demo_corpus(seed=0, rm_pairs_per_prompt=1))
