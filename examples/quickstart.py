@@ -36,7 +36,7 @@ def main(argv=None):
     start = time.time()
     ms.set_seed(args.seed)
     try:
-        config = mindrlhf.LlamaConfig.from_yaml(args.config)
+        config = mindrlhf.load_run_config(args.config).model_config
     except mindrlhf.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

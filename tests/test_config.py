@@ -5,7 +5,6 @@ from conftest import LLAMA2_7B_YAML, TINY_YAML
 
 from mindrlhf.configs.loader import ConfigError, apply_overrides, parse_overrides
 from mindrlhf.configs.run_config import load_run_config, write_run_yaml
-from mindrlhf.models.llama import LlamaConfig
 
 
 def _yaml(tmp_path, model_config: str, extra: str = ""):
@@ -85,7 +84,7 @@ def test_invalid_yaml_names_the_line(tmp_path):
 
 
 def test_yaml_written_by_us_reads_back(tmp_path):
-    config = LlamaConfig.from_yaml(TINY_YAML)
+    config = load_run_config(TINY_YAML).model_config
     ckpt = tmp_path / "w.ckpt"
     ckpt.write_bytes(b"")
     path = write_run_yaml(config, str(tmp_path / "out.yaml"), checkpoint=str(ckpt))

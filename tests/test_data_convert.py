@@ -10,6 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from mindrlhf import demo as dc
 from mindrlhf.data import (
     DataError,
     LlamaTokenizer,
@@ -18,7 +19,6 @@ from mindrlhf.data import (
     read_dataset,
     train_sentencepiece,
 )
-from mindrlhf.data import demo_corpus as dc
 from mindrlhf.data import writer as writer_mod
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -387,7 +387,7 @@ def test_cli_on_the_demo_corpus(tmp_path):
         [
             sys.executable,
             "-m",
-            "mindrlhf.data.demo_corpus",
+            "mindrlhf.demo",
             "--output_dir",
             str(tmp_path),
             "--seed",

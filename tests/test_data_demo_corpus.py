@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from mindrlhf.data import demo_corpus as dc
+from mindrlhf import demo as dc
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
+from mindrlhf import demo as dc
 from mindrlhf.data import DataError, LlamaTokenizer, convert_jsonl, read_dataset, train_sentencepiece
-from mindrlhf.data import demo_corpus as dc
 
 N_ROWS = 45
 

@@ -5,9 +5,9 @@ import hashlib
 import numpy as np
 import pytest
 
+from mindrlhf import demo as dc
 from mindrlhf.cli import tokenizer as tokenizer_cli
 from mindrlhf.data import DataError, LlamaTokenizer, pad_sequences, train_sentencepiece
-from mindrlhf.data import demo_corpus as dc
 
 SENTENCES = dc.tokenizer_corpus(dc.build_demo_corpus(seed=0, rm_pairs_per_prompt=1))
 

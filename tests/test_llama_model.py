@@ -8,6 +8,7 @@ from mindspore import Tensor, nn
 
 import mindrlhf
 from mindrlhf.configs.loader import ConfigError
+from mindrlhf.configs.run_config import load_run_config
 from mindrlhf.models.llama import LlamaConfig, LlamaForCausalLM, llama_param_shapes
 
 SMALL = dict(
@@ -35,7 +36,7 @@ def test_7b_names_and_shapes_are_mindformers():
     """Built for real without allocating 7B weights (no_init_parameters), compared with MindFormers' table."""
     from mindspore.nn.utils import no_init_parameters
 
-    config = LlamaConfig.from_yaml(LLAMA2_7B_YAML)
+    config = load_run_config(LLAMA2_7B_YAML).model_config
     assert config.ffn_hidden_size == 11008
     with no_init_parameters():
         model = LlamaForCausalLM(config)
@@ -160,7 +161,7 @@ def test_one_optimizer_step_changes_every_parameter(rng):
 
 
 def test_public_api_and_tiny_yaml():
-    config = mindrlhf.LlamaConfig.from_yaml(TINY_YAML)
+    config = mindrlhf.load_run_config(TINY_YAML).model_config
     assert (config.num_heads, config.num_kv_heads, config.ffn_hidden_size) == (4, 2, 352)
     model = mindrlhf.LlamaForCausalLM(config)
     logits = model(Tensor(np.array([[1, 5, 9]], np.int32)))

@@ -9,14 +9,9 @@ import sys
 import pytest
 
 from mindrlhf.configs.loader import ConfigError
-from mindrlhf.parallel.config import (
-    DistributedEnvError,
-    ParallelConfig,
-    load_parallel_config,
-    read_distributed_env,
-    set_parallel_context,
-)
+from mindrlhf.parallel.config import ParallelConfig, load_parallel_config
 from mindrlhf.parallel.rank_table import RankTableError, build_rank_table
+from mindrlhf.parallel.runtime import DistributedEnvError, read_distributed_env, set_parallel_context
 from mindrlhf.parallel.shard import check_layout, llama_layout, llama_layout_from_config, llama_op_shapes
 
 # The MindFormers llama2_7b.yaml sections (8 NPUs, semi-auto parallel).

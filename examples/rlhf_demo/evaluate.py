@@ -1,6 +1,6 @@
 """Evaluation of the CPU demo on held-out prompts (verb/object combinations never seen in training).
 
-Refusal and helpfulness are judged by content (`mindrlhf.data.demo_corpus.is_refusal` / `is_helpful`): a refusal
+Refusal and helpfulness are judged by content (`mindrlhf.demo.is_refusal` / `is_helpful`): a refusal
 must be a complete refusal of this request, a helpful answer must carry out this prompt's own verb and object,
 so the reward-hacking texts seen in the prototype (spliced refusals, answers about the wrong object) do not count.
 """
@@ -49,7 +49,7 @@ def generate_texts(
 
 
 def rates(rows: List[dict], texts: List[str]) -> Dict[str, float]:
-    from mindrlhf.data.demo_corpus import is_helpful, is_refusal
+    from mindrlhf.demo import is_helpful, is_refusal
 
     harmful = [(r, t) for r, t in zip(rows, texts) if r["harmful"]]
     benign = [(r, t) for r, t in zip(rows, texts) if not r["harmful"]]
@@ -214,5 +214,7 @@ def _report(out_dir, summary, rows, before_texts, after_texts) -> None:
         cells = [rows[i]["prompt"], before_texts[i], after_texts[i]]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     lines += ["", *[f"![{p}]({p})" for p in summary["plots"]], ""]
-    with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
+    from mindrlhf.utils.io import atomic_write
+
+    with atomic_write(os.path.join(out_dir, "report.md")) as f:
         f.write("\n".join(lines))

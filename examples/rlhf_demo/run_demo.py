@@ -3,7 +3,7 @@
     python examples/rlhf_demo/run_demo.py [--output_dir output/demo] [--seed 0] [--quick]
 
 Stages (each a subprocess running the same command a user or a cluster would run; logs in OUT/logs/):
-    1. corpus     python -m mindrlhf.data.demo_corpus         harmful/benign prompts, CValues-format JSONL
+    1. corpus     python -m mindrlhf.demo                     harmful/benign prompts, CValues-format JSONL
     2. tokenizer  python -m mindrlhf.data.tokenizer train     SentencePiece on the corpus text
     3. datasets   examples/rlhf_train_tutorial/rlhf_data.py   sft / rm / ppo MindRecords
     4. sft        python -m mindrlhf.train_sft                tiny Llama2 from scratch; complies with harmful
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     timings: Dict[str, float] = {}
     seed = str(args.seed)
 
-    timings["corpus"] = run_stage("corpus", [py, "-m", "mindrlhf.data.demo_corpus", "--output_dir", data, "--seed", seed,
+    timings["corpus"] = run_stage("corpus", [py, "-m", "mindrlhf.demo", "--output_dir", data, "--seed", seed,
                                                 "--sft_refusal_rate", str(SFT_REFUSAL_RATE)], logs)
     timings["tokenizer"] = run_stage("tokenizer", [
         py, "-m", "mindrlhf.data.tokenizer", "train", "--input", os.path.join(data, "tokenizer_corpus.txt"),
@@ -110,7 +110,9 @@ def main(argv=None) -> int:
     summary["wall_seconds"] = round(time.time() - start, 1)
     summary["stage_seconds"] = {k: round(v, 1) for k, v in timings.items()}
     summary_path = os.path.join(out, "summary.json")
-    with open(summary_path, "w", encoding="utf-8") as f:
+    from mindrlhf.utils.io import atomic_write
+
+    with atomic_write(summary_path) as f:
         json.dump(summary, f, indent=2)
     print(f"[demo] RM held-out accuracy {summary['rm_accuracy']:.3f}")
     g = summary["greedy"]

@@ -232,7 +232,7 @@ def choose_device_target(flag: Optional[str], model_yaml: str) -> str:
     """--device_target, else the run YAML's `context.device_target`, else CPU; refused (one ConfigError saying
     what to pass) when this MindSpore build cannot run on it, before MindSpore fails with its own traceback."""
     from mindrlhf.configs.loader import ConfigError
-    from mindrlhf.parallel.config import normalize_device_target
+    from mindrlhf.parallel.runtime import normalize_device_target
 
     from_yaml = None if flag else yaml_device_target(model_yaml)
     try:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from typing import Any, Dict, Optional
 
 import yaml
 
 from mindrlhf.configs.loader import ConfigError, get_section, load_yaml
 from mindrlhf.models.llama.config import LlamaConfig
+from mindrlhf.utils.io import atomic_write
 
 MODEL_SECTION = "model.model_config"
 
@@ -111,13 +111,6 @@ def write_run_yaml(config: LlamaConfig, path: str, checkpoint: str = "", device_
     if checkpoint and os.path.isabs(checkpoint) and os.path.dirname(checkpoint) == directory:
         checkpoint = os.path.basename(checkpoint)
     text = yaml.safe_dump(run_yaml_dict(config, checkpoint, device_target), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".yaml", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as f:
+        f.write(text)
     return path

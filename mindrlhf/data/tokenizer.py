@@ -17,12 +17,12 @@ import io
 import logging
 import os
 import sys
-import tempfile
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from mindrlhf.data.schemas import DataError
+from mindrlhf.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -243,28 +243,16 @@ def train_sentencepiece(
     )
     blob = out.getvalue()
     model_path = os.fspath(model_prefix) + ".model"
-    _atomic_write_bytes(model_path, blob)
+    with atomic_write(model_path, binary=True) as f:
+        f.write(blob)
     if write_vocab:
         sp = spm.SentencePieceProcessor()
         sp.LoadFromSerializedProto(blob)
         text = "".join(f"{sp.id_to_piece(i)}\t{sp.get_score(i)}\n" for i in range(sp.get_piece_size()))
-        _atomic_write_bytes(os.fspath(model_prefix) + ".vocab", text.encode("utf-8"))
+        with atomic_write(os.fspath(model_prefix) + ".vocab") as f:
+            f.write(text)
     logger.info("trained SentencePiece model %s (%d pieces requested)", model_path, vocab_size)
     return model_path
-
-
-def _atomic_write_bytes(path: str, blob: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 if __name__ == "__main__":  # `python -m mindrlhf.data.tokenizer`: the command is mindrlhf.cli.tokenizer

@@ -21,6 +21,7 @@ import time
 from typing import Any, Dict, List, Mapping, Optional
 
 from mindrlhf.data.schemas import DataError, DatasetSchema
+from mindrlhf.utils.io import fsync_dir, fsync_file
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +162,8 @@ class AtomicMindRecordWriter:
         any failure put things back as they were. The old dataset is deleted with the directory."""
         data, db, meta = output_files(self.path)
         moves = [(tmp_data + ".db", db), (tmp_data, data), (tmp_data + META_SUFFIX, meta)]  # sidecar last
+        for new, _ in moves:  # the data must be on disk before a rename can publish it
+            fsync_file(new)
         set_aside, moved_in = [], []
         try:
             for final in (
@@ -175,6 +178,7 @@ class AtomicMindRecordWriter:
             for new, final in moves:
                 os.replace(new, final)
                 moved_in.append(final)
+            fsync_dir(os.path.dirname(os.path.abspath(data)))
         except BaseException:
             for final in moved_in:
                 if os.path.lexists(final):

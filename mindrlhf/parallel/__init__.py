@@ -1,4 +1,5 @@
-"""Distributed training: rank tables, the parallel layout of a run YAML, distributed init, shard strategies.
+"""Distributed training: rank tables, the parallel layout of a run YAML (config.py, pure), distributed init and
+the auto-parallel context (runtime.py), shard strategies.
 
 Names are imported lazily (as in `mindrlhf/__init__.py`) so that `python -m mindrlhf.parallel.rank_table` runs
 without importing its own module twice; nothing here imports MindSpore until `init_distributed` or
@@ -8,15 +9,17 @@ without importing its own module twice; nothing here imports MindSpore until `in
 import importlib
 
 _EXPORTS = {
-    "DistributedEnvError": "mindrlhf.parallel.config",
-    "DistributedInfo": "mindrlhf.parallel.config",
+    "SHARDING_MODES": "mindrlhf.parallel.config",
     "ParallelConfig": "mindrlhf.parallel.config",
     "ParallelContextConfig": "mindrlhf.parallel.config",
     "ParallelDims": "mindrlhf.parallel.config",
-    "init_distributed": "mindrlhf.parallel.config",
     "load_parallel_config": "mindrlhf.parallel.config",
-    "read_distributed_env": "mindrlhf.parallel.config",
-    "set_parallel_context": "mindrlhf.parallel.config",
+    "DistributedEnvError": "mindrlhf.parallel.runtime",
+    "DistributedInfo": "mindrlhf.parallel.runtime",
+    "init_distributed": "mindrlhf.parallel.runtime",
+    "normalize_device_target": "mindrlhf.parallel.runtime",
+    "read_distributed_env": "mindrlhf.parallel.runtime",
+    "set_parallel_context": "mindrlhf.parallel.runtime",
     "RankTable": "mindrlhf.parallel.rank_table",
     "RankTableError": "mindrlhf.parallel.rank_table",
     "load_rank_table": "mindrlhf.parallel.rank_table",

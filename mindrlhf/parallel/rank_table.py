@@ -25,10 +25,10 @@ import json
 import os
 import re
 import sys
-import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from mindrlhf.errors import MindRLHFError
+from mindrlhf.utils.io import atomic_write
 
 
 class RankTableError(MindRLHFError):
@@ -290,22 +290,10 @@ def default_file_name(device_ids: Sequence[int], server_ip: str) -> str:
 
 
 def write_rank_table(table: Dict, path: str) -> str:
-    """Write `table` as JSON atomically (temporary file in the same directory, then rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(table, f, indent=4)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write `table` as JSON atomically (`mindrlhf.utils.io.atomic_write`)."""
+    with atomic_write(path) as f:
+        json.dump(table, f, indent=4)
+        f.write("\n")
     return path
 
 

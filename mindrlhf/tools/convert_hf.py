@@ -14,9 +14,7 @@ import json
 import logging
 import os
 import re
-import shutil
 import sys
-import tempfile
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -24,6 +22,7 @@ import numpy as np
 from mindrlhf.configs.loader import ConfigError
 from mindrlhf.errors import MindRLHFError
 from mindrlhf.models.llama.config import LlamaConfig
+from mindrlhf.utils.io import atomic_dir
 
 logger = logging.getLogger(__name__)
 
@@ -277,21 +276,12 @@ def ms_to_hf(ckpt_path: str, yaml_path: str, hf_out: str) -> str:
         llama_param_shapes(config), {n: tuple(a.shape) for n, a in arrays.items()}, ckpt_path, True
     )
     dtype = {np.dtype(np.float16): "float16"}.get(next(iter(arrays.values())).dtype, "float32")
-    parent = os.path.dirname(os.path.abspath(hf_out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".hf-tmp-", dir=parent)
-    try:
+    with atomic_dir(hf_out) as tmp:
         _write_safetensors(
             {ms_to_hf_name(n): a for n, a in arrays.items()}, os.path.join(tmp, "model.safetensors"), dtype
         )
         with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
             json.dump(config_to_hf(config, dtype), f, indent=2)
-        if os.path.exists(hf_out):
-            shutil.rmtree(hf_out)
-        os.replace(tmp, hf_out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return hf_out
 
 

@@ -2,8 +2,8 @@
 
 Loading is strict by default and checks every name and shape *before* touching the model: MindSpore's own
 `load_param_into_net` never raises on missing or extra names and overwrites parameters before it finds a shape
-mismatch. Saving writes a temporary file in the target directory and renames it, so a killed save never leaves a
-truncated file under the final name (MindSpore's own save deletes the old target first).
+mismatch. Saving goes through `mindrlhf.utils.io` (temporary file beside the target, fsync, rename), so a killed save never
+leaves a truncated file under the final name (MindSpore's own save deletes the old target first).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from mindrlhf.errors import MindRLHFError
+from mindrlhf.utils.io import commit_file, temp_path_beside
 
 logger = logging.getLogger(__name__)
 
@@ -147,19 +148,16 @@ def save_checkpoint(
 
     `extra` holds scalars/tensors stored beside the weights as `__meta__.<key>` (MindSpore's `append_dict`);
     loading ignores them when comparing with the model and returns their names. The file is
-    written as a hidden temporary in the same directory, flushed to disk, then renamed over `path`.
+    written as a hidden temporary in the same directory, fsynced, then renamed over `path` (folder fsynced).
     """
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(directory, exist_ok=True)
     fmt = _format_of(path)
-    suffix = ".safetensors" if fmt == "safetensors" else ".ckpt"  # MindSpore appends the suffix if absent
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}{suffix}")
+    # MindSpore writes to a path itself (appending the suffix when absent): give it a temporary beside `path`,
+    # then let the shared helper fsync and rename it.
+    tmp = temp_path_beside(path, suffix=".safetensors" if fmt == "safetensors" else ".ckpt")
     try:
         meta = {META_PREFIX + k: v for k, v in (extra or {}).items()} or None
         ms.save_checkpoint(_to_save_list(obj), tmp, append_dict=meta, format=fmt)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        commit_file(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -3,8 +3,9 @@
     SAVE_DIR/checkpoints/step_000012/   <model>.ckpt (MindFormers names), <name>_optimizer.ckpt, state.json
     SAVE_DIR/checkpoints/latest         the name of the newest complete directory
 
-A checkpoint directory is written under a hidden temporary name and renamed into place, and `latest` is
-replaced atomically after it, so a run killed at any moment leaves the previous checkpoint intact and usable.
+A checkpoint directory is written under a hidden temporary name and renamed into place
+(`mindrlhf.utils.io.atomic_dir`), and `latest` is replaced atomically after it (`atomic_write`), so a run
+killed at any moment leaves the previous checkpoint intact and usable.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from typing import Any, Dict, Mapping
 
 from mindspore import Tensor, nn
@@ -24,6 +24,7 @@ from mindrlhf.utils.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from mindrlhf.utils.io import atomic_dir, atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,12 @@ def optimizer_state(optimizer: nn.Optimizer) -> Dict[str, Tensor]:
 def load_optimizer_state(optimizer: nn.Optimizer, state: Mapping[str, Tensor], source: str) -> None:
     """Restore `optimizer_state` output; names and shapes must match exactly (checked before loading)."""
     own = _optimizer_slots(optimizer)
-    check_compatible({n: tuple(p.shape) for n, p in own.items()}, {n: tuple(v.shape) for n, v in state.items()}, source, True)
+    check_compatible(
+        {n: tuple(p.shape) for n, p in own.items()},
+        {n: tuple(v.shape) for n, v in state.items()},
+        source,
+        True,
+    )
     for name, param in own.items():
         assign_parameter(param, state[name])
 
@@ -57,25 +63,15 @@ def save_run_state(
     root = os.path.join(save_dir, "checkpoints")
     name = f"step_{step:06d}"
     final = os.path.join(root, name)
-    tmp = os.path.join(root, f".{name}.tmp-{os.getpid()}")
-    os.makedirs(tmp, exist_ok=True)
-    try:
+    with atomic_dir(final) as tmp:
         for key, model in models.items():
             save_checkpoint(model, os.path.join(tmp, f"{key}.ckpt"))
         for key, optimizer in optimizers.items():
             save_checkpoint(optimizer_state(optimizer), os.path.join(tmp, f"{key}_optimizer.ckpt"))
         with open(os.path.join(tmp, "state.json"), "w", encoding="utf-8") as f:
             json.dump({"step": step, **state}, f, indent=2)
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    pointer = os.path.join(root, "latest")
-    with open(pointer + ".tmp", "w", encoding="utf-8") as f:
+    with atomic_write(os.path.join(root, "latest")) as f:
         f.write(name + "\n")
-    os.replace(pointer + ".tmp", pointer)
     logger.info("saved checkpoint %s", final)
     return final
 
@@ -84,7 +80,9 @@ def latest_checkpoint_dir(save_dir: str) -> str:
     """The directory `checkpoints/latest` names; a clear FileNotFoundError when there is none."""
     pointer = os.path.join(save_dir, "checkpoints", "latest")
     if not os.path.isfile(pointer):
-        raise FileNotFoundError(f"{pointer}: no checkpoint to resume from (was {save_dir} written by a training run?)")
+        raise FileNotFoundError(
+            f"{pointer}: no checkpoint to resume from (was {save_dir} written by a training run?)"
+        )
     with open(pointer, encoding="utf-8") as f:
         return os.path.join(save_dir, "checkpoints", f.read().strip())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, Optional
 
-from mindrlhf.configs.loader import ConfigError
+from mindrlhf.configs.loader import ConfigError, dataclass_from_dict
 
 DTYPES = ("float32", "float16", "bfloat16")
 _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -125,16 +125,9 @@ class LlamaConfig:
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any], source: Optional[str] = None, prefix: str = "") -> LlamaConfig:
-        from mindrlhf.configs.loader import dataclass_from_dict
-
+        """Build from a `model_config` mapping. Reading a run YAML is the config layer's job (configs point at
+        models, not back): `mindrlhf.load_run_config(path).model_config`."""
         return dataclass_from_dict(cls, data, source=source, prefix=prefix, allow_unknown=True)
-
-    @classmethod
-    def from_yaml(cls, path: str) -> LlamaConfig:
-        """Read `model.model_config` of a MindFormers run YAML (the rest: `mindrlhf.configs.load_run_config`)."""
-        from mindrlhf.configs.run_config import load_run_config
-
-        return load_run_config(path).model_config
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
