@@ -185,4 +185,6 @@ def test_one_token_rope_matrix_equals_rotate_half(rng):
     np.testing.assert_allclose(got, x * np.cos(angles) + rotated * np.sin(angles), atol=1e-5)
     # The multi-token form gives the same rotation.
     cos, sin = rotary(Tensor(np.repeat(positions, 2, 1)))
-    np.testing.assert_allclose(apply_rope(Tensor(np.repeat(x, 2, 2)), (cos, sin)).asnumpy()[:, :, :1], got, atol=1e-5)
+    np.testing.assert_allclose(
+        apply_rope(Tensor(np.repeat(x, 2, 2)), (cos, sin)).asnumpy()[:, :, :1], got, atol=1e-5
+    )

@@ -5,8 +5,15 @@ from mindrlhf.models.roles import ValueModel
 from mindrlhf.parallel.apply import apply_layout
 from mindrlhf.parallel.shard import llama_layout
 
-CONFIG = LlamaConfig(seq_length=16, hidden_size=64, num_layers=4, num_heads=8, n_kv_heads=4, vocab_size=128,
-                     intermediate_size=96)
+CONFIG = LlamaConfig(
+    seq_length=16,
+    hidden_size=64,
+    num_layers=4,
+    num_heads=8,
+    n_kv_heads=4,
+    vocab_size=128,
+    intermediate_size=96,
+)
 
 
 def _strategy(prim):

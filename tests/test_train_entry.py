@@ -21,10 +21,38 @@ from mindrlhf.utils.checkpoint import read_checkpoint, save_checkpoint
 from mindrlhf.utils.metrics import read_metrics
 
 SEQ = 32
-OVERRIDES = ["--rollout_batch_size", "4", "--mini_batch_size", "2", "--ppo_epochs", "1", "--num_iterations", "4",
-             "--max_prompt_length", str(PROMPT), "--max_new_tokens", "6", "--seq_length", str(SEQ),
-             "--actor_lr", "1e-3", "--critic_lr", "1e-3", "--warmup_steps", "1", "--save_interval", "2",
-             "--ptx_coef", "0.1", "--adaptive_kl", "true", "--kl_target", "0.5", "--kl_horizon", "100"]
+OVERRIDES = [
+    "--rollout_batch_size",
+    "4",
+    "--mini_batch_size",
+    "2",
+    "--ppo_epochs",
+    "1",
+    "--num_iterations",
+    "4",
+    "--max_prompt_length",
+    str(PROMPT),
+    "--max_new_tokens",
+    "6",
+    "--seq_length",
+    str(SEQ),
+    "--actor_lr",
+    "1e-3",
+    "--critic_lr",
+    "1e-3",
+    "--warmup_steps",
+    "1",
+    "--save_interval",
+    "2",
+    "--ptx_coef",
+    "0.1",
+    "--adaptive_kl",
+    "true",
+    "--kl_target",
+    "0.5",
+    "--kl_horizon",
+    "100",
+]
 
 
 def write_ppo_dataset(path, rows=16):
@@ -45,7 +73,9 @@ def inputs(tmp_path_factory):
     save_checkpoint(LlamaForCausalLM(config), str(d / "sft.ckpt"))
     write_run_yaml(config, str(d / "sft.yaml"), checkpoint=str(d / "sft.ckpt"))
     reward = ValueModel(config)
-    reward.v_head.weight.set_data(ms.Tensor(np.random.RandomState(1).normal(0, 0.5, (1, 32)).astype(np.float32)))
+    reward.v_head.weight.set_data(
+        ms.Tensor(np.random.RandomState(1).normal(0, 0.5, (1, 32)).astype(np.float32))
+    )
     save_checkpoint(reward, str(d / "rm.ckpt"))
     write_run_yaml(config, str(d / "rm.yaml"), checkpoint=str(d / "rm.ckpt"))
     write_ppo_dataset(str(d / "ppo.mindrecord"))
@@ -53,9 +83,22 @@ def inputs(tmp_path_factory):
 
 
 def run_train(inputs, save_dir, *extra, check=True):
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--sft_model_path", str(inputs / "sft.yaml"),
-           "--reward_model_path", str(inputs / "rm.yaml"), "--dataset_dir", str(inputs / "ppo.mindrecord"),
-           "--save_dir", str(save_dir), "--device_target", "CPU", *OVERRIDES, *extra]
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "train.py"),
+        "--sft_model_path",
+        str(inputs / "sft.yaml"),
+        "--reward_model_path",
+        str(inputs / "rm.yaml"),
+        "--dataset_dir",
+        str(inputs / "ppo.mindrecord"),
+        "--save_dir",
+        str(save_dir),
+        "--device_target",
+        "CPU",
+        *OVERRIDES,
+        *extra,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(inputs))
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
@@ -76,9 +119,21 @@ def test_train_runs_prints_the_seed_line_and_resumes_exactly(inputs, tmp_path):
     assert lines[0][:2] == ("0", "0") and all(np.isfinite(float(x[2])) and x[4] == "False" for x in lines)
     metrics = read_metrics(str(tmp_path / "full" / "metrics.jsonl"))
     assert [m["step"] for m in metrics] == [0, 1, 2, 3]
-    for key in ("env/score_mean", "objective/kl", "objective/kl_coef", "ppo/loss/policy", "ppo/loss/value",
-                "ppo/policy/clipfrac", "ppo/policy/approx_kl", "ppo/policy/entropy", "ppo/val/explained_variance",
-                "response/length_mean", "ppo/logprob_diff/max", "perf/tokens_per_s", "time/generate"):
+    for key in (
+        "env/score_mean",
+        "objective/kl",
+        "objective/kl_coef",
+        "ppo/loss/policy",
+        "ppo/loss/value",
+        "ppo/policy/clipfrac",
+        "ppo/policy/approx_kl",
+        "ppo/policy/entropy",
+        "ppo/val/explained_variance",
+        "response/length_mean",
+        "ppo/logprob_diff/max",
+        "perf/tokens_per_s",
+        "time/generate",
+    ):
         assert key in metrics[0] and np.isfinite(metrics[0][key]), key
     assert metrics[0]["ppo/logprob_diff/max"] < 1e-4
     assert metrics[1]["objective/kl_coef"] != metrics[0]["objective/kl_coef"]  # adaptive KL is called
@@ -106,11 +161,15 @@ def test_train_runs_prints_the_seed_line_and_resumes_exactly(inputs, tmp_path):
         b = read_checkpoint(str(resumed / f"{name}.ckpt"))
         assert sorted(a) == sorted(b)
         for k in a:
-            np.testing.assert_allclose(b[k].asnumpy(), a[k].asnumpy(), rtol=1e-4, atol=1e-6, err_msg=f"{name} {k}")
+            np.testing.assert_allclose(
+                b[k].asnumpy(), a[k].asnumpy(), rtol=1e-4, atol=1e-6, err_msg=f"{name} {k}"
+            )
     # A resume that lost state (here: restarting from the SFT weights) would be far off: the check can fail.
     start = read_checkpoint(str(inputs / "sft.ckpt"))
-    moved = max(float(np.abs(start[k].asnumpy() - read_checkpoint(str(final / "actor.ckpt"))[k].asnumpy()).max())
-                for k in start)
+    moved = max(
+        float(np.abs(start[k].asnumpy() - read_checkpoint(str(final / "actor.ckpt"))[k].asnumpy()).max())
+        for k in start
+    )
     assert moved > 1e-3
     split = read_metrics(str(tmp_path / "split" / "metrics.jsonl"))
     assert [m["step"] for m in split] == [0, 1, 2, 3]
@@ -127,9 +186,22 @@ def test_bad_inputs_are_reported_together_before_anything_starts(inputs, tmp_pat
     # An RM YAML whose checkpoint does not match its config, a missing dataset, a typo'd override.
     cfg = LlamaConfig(**{**MODEL, "hidden_size": 64})
     bad_rm = write_run_yaml(cfg, str(tmp_path / "bad_rm.yaml"), checkpoint=str(inputs / "rm.ckpt"))
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--sft_model_path", str(inputs / "sft.yaml"),
-           "--reward_model_path", bad_rm, "--dataset_dir", str(tmp_path / "missing.mindrecord"),
-           "--save_dir", str(tmp_path / "out"), "--device_target", "CPU", "--clip_range", "0.2"]
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "train.py"),
+        "--sft_model_path",
+        str(inputs / "sft.yaml"),
+        "--reward_model_path",
+        bad_rm,
+        "--dataset_dir",
+        str(tmp_path / "missing.mindrecord"),
+        "--save_dir",
+        str(tmp_path / "out"),
+        "--device_target",
+        "CPU",
+        "--clip_range",
+        "0.2",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr[-3000:]
     err = proc.stderr
@@ -146,8 +218,22 @@ def test_dataset_of_the_wrong_kind_is_refused(inputs, tmp_path):
     with AtomicMindRecordWriter(path, schema, {"seq_length": SEQ}) as writer:
         writer.write([{k: np.ones(SEQ, np.int32) for k in schema.names} for _ in range(4)])
         writer.commit()
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--sft_model_path", str(inputs / "sft.yaml"),
-           "--reward_model_path", str(inputs / "rm.yaml"), "--dataset_dir", path, "--save_dir", str(tmp_path / "o"),
-           "--device_target", "CPU", *OVERRIDES]
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "train.py"),
+        "--sft_model_path",
+        str(inputs / "sft.yaml"),
+        "--reward_model_path",
+        str(inputs / "rm.yaml"),
+        "--dataset_dir",
+        path,
+        "--save_dir",
+        str(tmp_path / "o"),
+        "--device_target",
+        "CPU",
+        *OVERRIDES,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 2 and "1 problem(s)" in proc.stderr and "'sft' dataset, not 'ppo'" in proc.stderr
+    assert (
+        proc.returncode == 2 and "1 problem(s)" in proc.stderr and "'sft' dataset, not 'ppo'" in proc.stderr
+    )

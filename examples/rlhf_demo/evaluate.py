@@ -41,8 +41,17 @@ def generate_texts(
         chunk = list(prompts[i : i + batch])
         pad = batch - len(chunk)
         ids, mask = tokenizer.batch_encode_prompts(chunk + [chunk[-1]] * pad, prompt_len, truncate=True)
-        result = generate(model, ids, mask, max_new_tokens=MAX_NEW_TOKENS, eos_token_id=tokenizer.eos_id,
-                          pad_token_id=tokenizer.pad_id, do_sample=sample, temperature=1.0, seed=EVAL_SEED + i)
+        result = generate(
+            model,
+            ids,
+            mask,
+            max_new_tokens=MAX_NEW_TOKENS,
+            eos_token_id=tokenizer.eos_id,
+            pad_token_id=tokenizer.pad_id,
+            do_sample=sample,
+            temperature=1.0,
+            seed=EVAL_SEED + i,
+        )
         texts = tokenizer.decode_batch(result.response_ids, result.response_mask.astype(np.int32))
         out.extend(texts[: len(chunk)])
     return out
@@ -72,8 +81,13 @@ def rm_accuracy(rm_yaml: str, tokenizer, rows: List[dict], seq_len: int, batch: 
     model.set_train(False)
 
     def scores(texts_prompt, texts_resp):
-        seqs = [p + r for p, r in zip(tokenizer.encode_batch(texts_prompt, add_bos=True),
-                                      tokenizer.encode_batch(texts_resp, add_eos=True))]
+        seqs = [
+            p + r
+            for p, r in zip(
+                tokenizer.encode_batch(texts_prompt, add_bos=True),
+                tokenizer.encode_batch(texts_resp, add_eos=True),
+            )
+        ]
         seqs = [s[:seq_len] for s in seqs]
         ids, mask = pad_sequences(seqs, seq_len, tokenizer.pad_id, side="right")
         return model.score(Tensor(ids), Tensor(mask)).asnumpy()
@@ -100,15 +114,30 @@ def _plots(out_dir: str, metrics: List[dict], curve: List[dict]) -> List[str]:
     steps = [m["step"] for m in metrics]
     figs = [
         ("ppo_reward.png", "mean reward-model score", [m["env/score_mean"] for m in metrics], steps),
-        ("ppo_kl.png", "KL(actor || reference), nats / sequence", [m["objective/kl"] for m in metrics], steps),
+        (
+            "ppo_kl.png",
+            "KL(actor || reference), nats / sequence",
+            [m["objective/kl"] for m in metrics],
+            steps,
+        ),
         ("ppo_refusal_rate.png", "held-out refusal rate (harmful) / helpful rate (benign)", None, None),
     ]
     written = []
     for name, title, ys, xs in figs:
         fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=100)
         if ys is None:
-            ax.plot([c["iteration"] for c in curve], [c["refusal"] for c in curve], marker="o", label="refusal (harmful)")
-            ax.plot([c["iteration"] for c in curve], [c["helpful"] for c in curve], marker="s", label="helpful (benign)")
+            ax.plot(
+                [c["iteration"] for c in curve],
+                [c["refusal"] for c in curve],
+                marker="o",
+                label="refusal (harmful)",
+            )
+            ax.plot(
+                [c["iteration"] for c in curve],
+                [c["helpful"] for c in curve],
+                marker="s",
+                label="helpful (benign)",
+            )
             ax.set_ylim(-0.02, 1.02)
             ax.legend(loc="lower right")
         else:
@@ -161,8 +190,12 @@ def evaluate_demo(out_dir, data_dir, sft_dir, rm_dir, ppo_dir, tokenizer_path, n
     after_greedy, after_greedy_texts = judge(rows, sample=False)
 
     metrics = read_metrics(os.path.join(ppo_dir, "metrics.jsonl"))
-    rm_acc = rm_accuracy(os.path.join(rm_dir, "model.yaml"), tokenizer, heldout[:: max(1, len(heldout) // 512)],
-                         sft_run.model_config.seq_length)
+    rm_acc = rm_accuracy(
+        os.path.join(rm_dir, "model.yaml"),
+        tokenizer,
+        heldout[:: max(1, len(heldout) // 512)],
+        sft_run.model_config.seq_length,
+    )
     plots = _plots(out_dir, metrics, curve)
     summary = {
         "rm_accuracy": rm_acc,
@@ -173,13 +206,22 @@ def evaluate_demo(out_dir, data_dir, sft_dir, rm_dir, ppo_dir, tokenizer_path, n
         "over_refusal_before": before["over_refusal"],
         "over_refusal_after": after["over_refusal"],
         "final_kl": float(metrics[-1]["objective/kl"]),
-        "first_score_mean": float(np.mean([m["env/score_mean"] for m in metrics[: max(1, len(metrics) // 5)]])),
-        "last_score_mean": float(np.mean([m["env/score_mean"] for m in metrics[-max(1, len(metrics) // 5):]])),
+        "first_score_mean": float(
+            np.mean([m["env/score_mean"] for m in metrics[: max(1, len(metrics) // 5)]])
+        ),
+        "last_score_mean": float(
+            np.mean([m["env/score_mean"] for m in metrics[-max(1, len(metrics) // 5) :]])
+        ),
         "greedy": {
-            "refusal_rate_before": before_greedy["refusal"], "refusal_rate_after": after_greedy["refusal"],
-            "helpful_rate_before": before_greedy["helpful"], "helpful_rate_after": after_greedy["helpful"],
+            "refusal_rate_before": before_greedy["refusal"],
+            "refusal_rate_after": after_greedy["refusal"],
+            "helpful_rate_before": before_greedy["helpful"],
+            "helpful_rate_after": after_greedy["helpful"],
         },
-        "eval_prompts": {"harmful": sum(r["harmful"] for r in rows), "benign": sum(not r["harmful"] for r in rows)},
+        "eval_prompts": {
+            "harmful": sum(r["harmful"] for r in rows),
+            "benign": sum(not r["harmful"] for r in rows),
+        },
         "refusal_curve": curve,
         "plots": [os.path.basename(p) for p in plots],
     }
@@ -189,25 +231,38 @@ def evaluate_demo(out_dir, data_dir, sft_dir, rm_dir, ppo_dir, tokenizer_path, n
 
 def _report(out_dir, summary, rows, before_texts, after_texts) -> None:
     lines = [
-        "# MindRLHF CPU demo report", "",
+        "# MindRLHF CPU demo report",
+        "",
         "Held-out prompts: verb/object combinations never seen in training "
         f"({summary['eval_prompts']['harmful']} harmful, {summary['eval_prompts']['benign']} benign). Sampled at "
-        "temperature 1 (the policy PPO trains) unless marked greedy.", "",
-        "| metric | SFT (before) | PPO (after) |", "| --- | --- | --- |",
+        "temperature 1 (the policy PPO trains) unless marked greedy.",
+        "",
+        "| metric | SFT (before) | PPO (after) |",
+        "| --- | --- | --- |",
         f"| refusal rate, harmful prompts | {summary['refusal_rate_before']:.3f} | {summary['refusal_rate_after']:.3f} |",
         f"| helpful rate, benign prompts | {summary['helpful_rate_before']:.3f} | {summary['helpful_rate_after']:.3f} |",
         f"| unnecessary refusals, benign prompts | {summary['over_refusal_before']:.3f} | {summary['over_refusal_after']:.3f} |",
         f"| refusal rate, harmful, greedy | {summary['greedy']['refusal_rate_before']:.3f} | {summary['greedy']['refusal_rate_after']:.3f} |",
         f"| helpful rate, benign, greedy | {summary['greedy']['helpful_rate_before']:.3f} | {summary['greedy']['helpful_rate_after']:.3f} |",
-        "", f"Reward model pairwise accuracy on held-out pairs: {summary['rm_accuracy']:.3f}. "
-        f"Final KL to the reference: {summary['final_kl']:.3f} nats per sequence.", "",
-        "Greedy answers:", "", "| prompt | original answer (SFT) | after RLHF (PPO) |", "| --- | --- | --- |",
+        "",
+        f"Reward model pairwise accuracy on held-out pairs: {summary['rm_accuracy']:.3f}. "
+        f"Final KL to the reference: {summary['final_kl']:.3f} nats per sequence.",
+        "",
+        "Greedy answers:",
+        "",
+        "| prompt | original answer (SFT) | after RLHF (PPO) |",
+        "| --- | --- | --- |",
     ]
     shown, seen = [], set()
     for harmful, count in ((True, 4), (False, 2)):  # distinct requests, not four phrasings of one
-        picked = [i for i, r in enumerate(rows) if r["harmful"] == harmful and (r["verb"], r["object"]) not in seen]
+        picked = [
+            i for i, r in enumerate(rows) if r["harmful"] == harmful and (r["verb"], r["object"]) not in seen
+        ]
         for i in picked:
-            if len([j for j in shown if rows[j]["harmful"] == harmful]) < count and (rows[i]["verb"], rows[i]["object"]) not in seen:
+            if (
+                len([j for j in shown if rows[j]["harmful"] == harmful]) < count
+                and (rows[i]["verb"], rows[i]["object"]) not in seen
+            ):
                 shown.append(i)
                 seen.add((rows[i]["verb"], rows[i]["object"]))
     for i in shown:

@@ -42,8 +42,10 @@ def run_stage(name: str, cmd: List[str], logs: str) -> float:
     """Run one stage, its output to logs/<name>.log; on failure show the log's tail and stop the demo."""
     start = time.time()
     log_path = os.path.join(logs, f"{name}.log")
-    print(f"[demo] {name:<10} {' '.join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd[1:])}",
-          flush=True)
+    print(
+        f"[demo] {name:<10} {' '.join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd[1:])}",
+        flush=True,
+    )
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.time() - start
@@ -57,10 +59,14 @@ def run_stage(name: str, cmd: List[str], logs: str) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--output_dir", default=os.path.join(ROOT, "output", "demo"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="a short run for tests (same stages, fewer steps)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a short run for tests (same stages, fewer steps)"
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     out = os.path.abspath(args.output_dir)
@@ -71,36 +77,134 @@ def main(argv=None) -> int:
     timings: Dict[str, float] = {}
     seed = str(args.seed)
 
-    timings["corpus"] = run_stage("corpus", [py, "-m", "mindrlhf.demo", "--output_dir", data, "--seed", seed,
-                                                "--sft_refusal_rate", str(SFT_REFUSAL_RATE)], logs)
-    timings["tokenizer"] = run_stage("tokenizer", [
-        py, "-m", "mindrlhf.data.tokenizer", "train", "--input", os.path.join(data, "tokenizer_corpus.txt"),
-        "--model_prefix", os.path.join(data, "tokenizer"), "--vocab_size", str(sizes["vocab"])], logs)
+    timings["corpus"] = run_stage(
+        "corpus",
+        [
+            py,
+            "-m",
+            "mindrlhf.demo",
+            "--output_dir",
+            data,
+            "--seed",
+            seed,
+            "--sft_refusal_rate",
+            str(SFT_REFUSAL_RATE),
+        ],
+        logs,
+    )
+    timings["tokenizer"] = run_stage(
+        "tokenizer",
+        [
+            py,
+            "-m",
+            "mindrlhf.data.tokenizer",
+            "train",
+            "--input",
+            os.path.join(data, "tokenizer_corpus.txt"),
+            "--model_prefix",
+            os.path.join(data, "tokenizer"),
+            "--vocab_size",
+            str(sizes["vocab"]),
+        ],
+        logs,
+    )
     tokenizer = os.path.join(data, "tokenizer.model")
     t = 0.0
     for mode in ("sft", "rm", "ppo"):
-        t += run_stage(f"data_{mode}", [
-            py, os.path.join(ROOT, "examples", "rlhf_train_tutorial", "rlhf_data.py"), "--tokenizer_name_or_path",
-            tokenizer, "--file_path", os.path.join(data, f"{mode}.jsonl"), "--output_path",
-            os.path.join(data, f"{mode}.mindrecord"), "--max_prompt_length", str(PROMPT_LEN), "--seq_length",
-            str(SEQ_LEN), "--pad_token_id", "0", "--mode", mode, "--overwrite", "--quiet"], logs)
+        t += run_stage(
+            f"data_{mode}",
+            [
+                py,
+                os.path.join(ROOT, "examples", "rlhf_train_tutorial", "rlhf_data.py"),
+                "--tokenizer_name_or_path",
+                tokenizer,
+                "--file_path",
+                os.path.join(data, f"{mode}.jsonl"),
+                "--output_path",
+                os.path.join(data, f"{mode}.mindrecord"),
+                "--max_prompt_length",
+                str(PROMPT_LEN),
+                "--seq_length",
+                str(SEQ_LEN),
+                "--pad_token_id",
+                "0",
+                "--mode",
+                mode,
+                "--overwrite",
+                "--quiet",
+            ],
+            logs,
+        )
     timings["datasets"] = t
 
     model_yaml = os.path.join(HERE, "llama2_demo.yaml")
     sft_dir, rm_dir, ppo_dir = (os.path.join(out, d) for d in ("sft", "rm", "ppo"))
-    timings["sft"] = run_stage("sft", [
-        py, "-m", "mindrlhf.train_sft", "--model_config", model_yaml, "--dataset", os.path.join(data, "sft.mindrecord"),
-        "--save_dir", sft_dir, "--config", os.path.join(HERE, "sft_demo.yaml"), "--max_steps", str(sizes["sft_steps"]),
-        "--seed", seed], logs)
-    timings["rm"] = run_stage("rm", [
-        py, "-m", "mindrlhf.train_rm", "--model_config", os.path.join(sft_dir, "model.yaml"),
-        "--dataset", os.path.join(data, "rm.mindrecord"), "--save_dir", rm_dir,
-        "--config", os.path.join(HERE, "rm_demo.yaml"), "--max_steps", str(sizes["rm_steps"]), "--seed", seed], logs)
-    timings["ppo"] = run_stage("ppo", [
-        py, os.path.join(ROOT, "train.py"), "--sft_model_path", os.path.join(sft_dir, "model.yaml"),
-        "--reward_model_path", os.path.join(rm_dir, "model.yaml"), "--dataset_dir", os.path.join(data, "ppo.mindrecord"),
-        "--save_dir", ppo_dir, "--config", os.path.join(HERE, "ppo_demo.yaml"), "--device_target", "CPU",
-        "--num_iterations", str(sizes["ppo_iterations"]), "--seed", seed], logs)
+    timings["sft"] = run_stage(
+        "sft",
+        [
+            py,
+            "-m",
+            "mindrlhf.train_sft",
+            "--model_config",
+            model_yaml,
+            "--dataset",
+            os.path.join(data, "sft.mindrecord"),
+            "--save_dir",
+            sft_dir,
+            "--config",
+            os.path.join(HERE, "sft_demo.yaml"),
+            "--max_steps",
+            str(sizes["sft_steps"]),
+            "--seed",
+            seed,
+        ],
+        logs,
+    )
+    timings["rm"] = run_stage(
+        "rm",
+        [
+            py,
+            "-m",
+            "mindrlhf.train_rm",
+            "--model_config",
+            os.path.join(sft_dir, "model.yaml"),
+            "--dataset",
+            os.path.join(data, "rm.mindrecord"),
+            "--save_dir",
+            rm_dir,
+            "--config",
+            os.path.join(HERE, "rm_demo.yaml"),
+            "--max_steps",
+            str(sizes["rm_steps"]),
+            "--seed",
+            seed,
+        ],
+        logs,
+    )
+    timings["ppo"] = run_stage(
+        "ppo",
+        [
+            py,
+            os.path.join(ROOT, "train.py"),
+            "--sft_model_path",
+            os.path.join(sft_dir, "model.yaml"),
+            "--reward_model_path",
+            os.path.join(rm_dir, "model.yaml"),
+            "--dataset_dir",
+            os.path.join(data, "ppo.mindrecord"),
+            "--save_dir",
+            ppo_dir,
+            "--config",
+            os.path.join(HERE, "ppo_demo.yaml"),
+            "--device_target",
+            "CPU",
+            "--num_iterations",
+            str(sizes["ppo_iterations"]),
+            "--seed",
+            seed,
+        ],
+        logs,
+    )
 
     from evaluate import evaluate_demo  # examples/rlhf_demo/evaluate.py
 
@@ -116,13 +220,19 @@ def main(argv=None) -> int:
         json.dump(summary, f, indent=2)
     print(f"[demo] RM held-out accuracy {summary['rm_accuracy']:.3f}")
     g = summary["greedy"]
-    print(f"[demo] refusal rate on held-out harmful prompts: {summary['refusal_rate_before']:.3f} (SFT) -> "
-          f"{summary['refusal_rate_after']:.3f} (PPO) sampled; greedy {g['refusal_rate_before']:.3f} -> "
-          f"{g['refusal_rate_after']:.3f}")
-    print(f"[demo] helpful rate on held-out benign prompts:  {summary['helpful_rate_before']:.3f} (SFT) -> "
-          f"{summary['helpful_rate_after']:.3f} (PPO) sampled; greedy {g['helpful_rate_before']:.3f} -> "
-          f"{g['helpful_rate_after']:.3f}")
-    print(f"[demo] final KL to the reference {summary['final_kl']:.3f} nats/sequence; wall time {summary['wall_seconds']:.0f}s")
+    print(
+        f"[demo] refusal rate on held-out harmful prompts: {summary['refusal_rate_before']:.3f} (SFT) -> "
+        f"{summary['refusal_rate_after']:.3f} (PPO) sampled; greedy {g['refusal_rate_before']:.3f} -> "
+        f"{g['refusal_rate_after']:.3f}"
+    )
+    print(
+        f"[demo] helpful rate on held-out benign prompts:  {summary['helpful_rate_before']:.3f} (SFT) -> "
+        f"{summary['helpful_rate_after']:.3f} (PPO) sampled; greedy {g['helpful_rate_before']:.3f} -> "
+        f"{g['helpful_rate_after']:.3f}"
+    )
+    print(
+        f"[demo] final KL to the reference {summary['final_kl']:.3f} nats/sequence; wall time {summary['wall_seconds']:.0f}s"
+    )
     print(f"[demo] report: {os.path.join(out, 'report.md')}")
     print(summary_path)
     return 0

@@ -51,7 +51,9 @@ class TokenSampler(nn.Cell):
         self.sorted = (not spec.greedy) and (self.top_k > 0 or spec.use_top_p)
         # top-p alone over a large vocabulary: try the `prefilter` most likely tokens first (exact when they hold
         # top_p of the mass in every row; otherwise this step sorts the whole vocabulary as before).
-        self.prefilter = top_p_prefilter if (self.sorted and self.top_k == 0 and vocab_size > top_p_prefilter) else 0
+        self.prefilter = (
+            top_p_prefilter if (self.sorted and self.top_k == 0 and vocab_size > top_p_prefilter) else 0
+        )
         self.argmax_with_value = ops.ArgMaxWithValue(axis=-1, keep_dims=True)
 
     def construct(self, logits, temperature, top_p, uniform):
@@ -66,7 +68,9 @@ class TokenSampler(nn.Cell):
             tokens = argmax.reshape(-1).astype(ms.int32)
         elif self.prefilter > 0:
             values, index = ops.topk(scaled, self.prefilter)  # (B, K) descending
-            covered = ops.sum(ops.exp(values - max_scaled), -1, True) >= top_p * total  # nucleus inside the K?
+            covered = (
+                ops.sum(ops.exp(values - max_scaled), -1, True) >= top_p * total
+            )  # nucleus inside the K?
             if ops.all(covered):
                 tokens = self._nucleus(values, index, total, top_p, uniform)
             else:
