@@ -265,7 +265,7 @@ def test_non_editable_install_uses_the_packaged_defaults(tmp_path):
     fresh = tmp_path / "fresh"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(fresh)], check=True)
     python = str(fresh / "bin" / "python")
-    pip = _run(["-m", "pip", "install", "--no-deps", "--no-index", "-q", "--prefix", str(fresh), str(wheel)],
+    pip = _run(["-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q", "--prefix", str(fresh), str(wheel)],
                cwd=str(tmp_path))  # fmt: skip
     assert pip.returncode == 0, pip.stderr[-3000:]
     # Heavy dependencies (mindspore, numpy, yaml) from this test's environment, without its editable finder.

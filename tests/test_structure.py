@@ -32,11 +32,26 @@ def _modules():
 MODULES = _modules()
 
 
+def _is_main_block(node):
+    t = getattr(node, "test", None)
+    return (
+        isinstance(node, ast.If)
+        and isinstance(t, ast.Compare)
+        and isinstance(t.left, ast.Name)
+        and t.left.id == "__name__"
+        and isinstance(t.comparators[0], ast.Constant)
+        and t.comparators[0].value == "__main__"
+    )
+
+
 def _imports(module, path):
     """mindrlhf modules `module` imports anywhere in its file (top level or inside a function)."""
     is_package = path.endswith("__init__.py")
     found = set()
-    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read(), path)):
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    # An `if __name__ == "__main__":` block is an entry-point shim (it runs only as a script), not library code.
+    tree.body = [n for n in tree.body if not _is_main_block(n)]
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
