@@ -30,7 +30,7 @@ def away_from(x, edges, gap=2e-3):
     return x
 
 
-def make_batch(seed, ratio_level="token", clip_high=CLIP, junk=1e30):
+def make_batch(seed, ratio_level="token", clip_high=CLIP, junk=np.nan):
     """Random float32 batch: a full row, an early EOS, a one-token response, and junk under the mask."""
     rng = np.random.default_rng(seed)
     mask = (np.arange(T)[None] < np.array([T, 3, 1, 5])[:, None]).astype(np.float32)
