@@ -26,6 +26,57 @@ class CheckpointError(ValueError):
     """A checkpoint that does not fit the model (or cannot be read). The message lists what is wrong."""
 
 
+# What a MindFormers/MindSpore *training* checkpoint holds besides the weights: optimizer slots named
+# `<slot>.<parameter>` (AdamWeightDecay: adam_m/adam_v; Adam/FusedAdam variants: moment1/moment2; gradient
+# accumulation: accu_grads) and the scalars of TrainOneStep, the loss-scale cell and the callbacks.
+TRAINING_STATE_PREFIXES = ("adam_m.", "adam_v.", "moment1.", "moment2.", "accu_grads.")
+TRAINING_STATE_NAMES = frozenset(
+    {
+        "global_step",
+        "scale_sense",
+        "loss_scale",
+        "epoch_num",
+        "step_num",
+        "learning_rate",
+        "current_iterator_step",
+        "last_overflow_iterator_step",
+        "beta1_power",
+        "beta2_power",
+    }
+)
+
+
+def training_state_kind(name: str) -> Optional[str]:
+    """`adam_m.model.norm_out.weight` -> "adam_m.*", `global_step` -> "global_step", a weight -> None."""
+    for prefix in TRAINING_STATE_PREFIXES:
+        if name.startswith(prefix):
+            return prefix + "*"
+    return name if name in TRAINING_STATE_NAMES else None
+
+
+def _skipped_training_state(names: Iterable[str], model_names: Iterable[str]) -> Dict[str, int]:
+    """Counts per kind of the known optimizer/training entries in `names` that are not model parameters."""
+    own = set(model_names)
+    counts: Dict[str, int] = {}
+    for name in names:
+        kind = None if name in own else training_state_kind(name)
+        if kind is not None:
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def log_skipped_training_state(counts: Mapping[str, int], source: str) -> None:
+    """One info line naming what a training checkpoint held besides the weights (nothing when empty)."""
+    if counts:
+        listed = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+        logger.info(
+            "%s: training checkpoint; loaded the model weights and ignored %d optimizer/training entries (%s)",
+            source,
+            sum(counts.values()),
+            listed,
+        )
+
+
 def _format(kind: str, items: List[str]) -> str:
     if not items:
         return ""
@@ -57,9 +108,14 @@ def check_compatible(
     source: str,
     strict: bool,
 ) -> Tuple[List[str], List[str]]:
-    """Compare name->shape tables; raise CheckpointError listing problems. Returns (missing, unexpected)."""
+    """Compare name->shape tables; raise CheckpointError listing problems. Returns (missing, unexpected).
+
+    Known optimizer/training entries of a MindFormers training checkpoint (`adam_m.*`, `adam_v.*`,
+    `global_step`, `scale_sense`, ... see `training_state_kind`) are neither unexpected nor returned, unless the
+    model itself has a parameter of that name; every model weight must still be present with its shape.
+    """
     missing = [n for n in model_params if n not in ckpt_params]
-    unexpected = [n for n in ckpt_params if n not in model_params]
+    unexpected = [n for n in ckpt_params if n not in model_params and training_state_kind(n) is None]
     mismatched = [
         f"{n} (checkpoint {list(ckpt_params[n])} vs model {list(model_params[n])})"
         for n in model_params
@@ -84,15 +140,13 @@ def load_param_dict(
 
     strict=True: missing, unexpected and shape-mismatched names are all errors (one message lists them).
     strict=False: only the names present in both are loaded (shape mismatches are still errors).
-    Values are cast to each parameter's dtype.
+    Values are cast to each parameter's dtype. A training checkpoint's optimizer/training entries are skipped
+    with one info line (see `check_compatible`).
     """
     model_params = {name: p for name, p in model.parameters_and_names() if not name.startswith("kv_cache.")}
-    check_compatible(
-        {n: tuple(p.shape) for n, p in model_params.items()},
-        {n: tuple(v.shape) for n, v in params.items() if not n.startswith(META_PREFIX)},
-        source,
-        strict,
-    )
+    ckpt_shapes = {n: tuple(v.shape) for n, v in params.items() if not n.startswith(META_PREFIX)}
+    check_compatible({n: tuple(p.shape) for n, p in model_params.items()}, ckpt_shapes, source, strict)
+    log_skipped_training_state(_skipped_training_state(ckpt_shapes, model_params), source)
     for name, param in model_params.items():
         if name not in params:
             continue
