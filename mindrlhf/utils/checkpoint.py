@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import mindspore as ms
@@ -88,10 +89,33 @@ def _format_of(path: str) -> str:
     return "safetensors" if path.endswith(".safetensors") else "ckpt"
 
 
+# A MindFormers model name such as `llama2_7b` or `llama2_70b` in `checkpoint_name_or_path` (MindFormers downloads
+# those weights by name): letters/digits with underscores, no extension, no folder.
+_MODEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)+")
+_WHAT_TO_PASS = (
+    "set the run YAML's load_checkpoint (or model.model_config.checkpoint_name_or_path) to the path of a .ckpt or "
+    ".safetensors file, or convert Hugging Face weights first with `python -m mindrlhf.tools.convert_hf "
+    "--hf-dir <dir> --output <file>.ckpt --yaml-out <file>.yaml`"
+)
+
+
+def _not_a_file_hint(path: str) -> str:
+    """Why a missing checkpoint path is probably not a path at all (a MindFormers model name or template)."""
+    if "{path}" in path:
+        return "; '{path}' is the placeholder of MindFormers' example YAMLs: replace it with the real folder"
+    name = os.path.basename(path)
+    if _MODEL_NAME.fullmatch(name) and not os.path.exists(path):
+        return (
+            f"; '{name}' is a MindFormers model name (MindFormers downloads those weights by name), not a "
+            f"file, and mindrlhf does not download weights: {_WHAT_TO_PASS}"
+        )
+    return ""
+
+
 def read_checkpoint(path: str) -> Dict[str, Tensor]:
     """Read a checkpoint into `{name: Tensor}`; a missing or unreadable file raises one CheckpointError."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: checkpoint file not found")
+        raise CheckpointError(f"{path}: checkpoint file not found" + _not_a_file_hint(path))
     try:
         params = ms.load_checkpoint(path, format=_format_of(path))
     except Exception as exc:  # MindSpore raises ValueError/RuntimeError with long internal messages
