@@ -55,7 +55,7 @@ def training_state_kind(name: str) -> Optional[str]:
     return name if name in TRAINING_STATE_NAMES else None
 
 
-def _skipped_training_state(names: Iterable[str], model_names: Iterable[str]) -> Dict[str, int]:
+def count_training_state(names: Iterable[str], model_names: Iterable[str]) -> Dict[str, int]:
     """Counts per kind of the known optimizer/training entries in `names` that are not model parameters."""
     own = set(model_names)
     counts: Dict[str, int] = {}
@@ -170,7 +170,7 @@ def load_param_dict(
     model_params = {name: p for name, p in model.parameters_and_names() if not name.startswith("kv_cache.")}
     ckpt_shapes = {n: tuple(v.shape) for n, v in params.items() if not n.startswith(META_PREFIX)}
     check_compatible({n: tuple(p.shape) for n, p in model_params.items()}, ckpt_shapes, source, strict)
-    log_skipped_training_state(_skipped_training_state(ckpt_shapes, model_params), source)
+    log_skipped_training_state(count_training_state(ckpt_shapes, model_params), source)
     for name, param in model_params.items():
         if name not in params:
             continue
