@@ -5,7 +5,7 @@
 
 A random float16 Llama (hidden 1024, 15 layers, vocab 32000: 255 M parameters) is written as one HF
 `model.safetensors` + `config.json`, tensor by tensor. Each conversion then runs in a fresh subprocess, which
-reports its own peak RSS (`ru_maxrss`) and its RSS right after importing mindspore and mindrlhf (the floor no
+reports its own peak RSS (VmHWM) and its RSS right after importing mindspore and mindrlhf (the floor no
 conversion can go below). "materialised" is the previous implementation: `hf_to_ms` (every tensor in memory)
 followed by `mindrlhf.utils.checkpoint.save_checkpoint` (MindSpore's save of a full list). The outputs of both
 paths are compared tensor by tensor. The last line printed is one JSON object.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,10 +32,12 @@ SHAPES = {
 }
 
 
-def _rss_mb() -> float:
+def _status_mb(key: str) -> float:
+    """VmRSS (now) or VmHWM (peak) of this process. VmHWM belongs to the address space, which exec replaces,
+    whereas ru_maxrss also carries the peak of the forked parent image from before the exec."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -81,7 +82,7 @@ def worker(impl: str, hf_dir: str, out: str, dtype: str) -> None:
 
     from mindrlhf.tools import convert_hf
 
-    floor = _rss_mb()
+    floor = _status_mb("VmRSS")
     start = time.perf_counter()
     if impl == "streamed":
         convert_hf.convert_hf_dir(hf_dir, out, dtype=dtype)
@@ -91,7 +92,7 @@ def worker(impl: str, hf_dir: str, out: str, dtype: str) -> None:
         _, params = convert_hf.hf_to_ms(hf_dir, dtype)
         save_checkpoint(params, out)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mb("VmHWM")
     print(
         json.dumps(
             {"floor_rss_mb": round(floor, 1), "peak_rss_mb": round(peak, 1), "seconds": round(seconds, 2)}
@@ -135,7 +136,11 @@ def main(argv=None) -> int:
                 result[f"{impl}_{dtype}"] = r
                 print(f"{impl:>12} -> {dtype}: {r}", file=sys.stderr)
             with open(outs["streamed"], "rb") as a, open(outs["materialised"], "rb") as b:
-                same = a.read() == b.read()
+                same = all(
+                    x == y
+                    for x, y in zip(iter(lambda: a.read(1 << 24), b""), iter(lambda: b.read(1 << 24), b""))
+                )
+                same = same and os.path.getsize(outs["streamed"]) == os.path.getsize(outs["materialised"])
             result[f"identical_files_{dtype}"] = same
             for impl in outs:
                 os.remove(outs[impl])
