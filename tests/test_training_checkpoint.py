@@ -85,3 +85,23 @@ def test_training_checkpoint_initialises_a_reward_model(tmp_path):
     to_load, strict = reward_init_params(params, LlamaConfig(**SMALL), path)
     assert not strict and all(n.startswith("model.") for n in to_load)
     assert len(to_load) == N_WEIGHTS - 1  # everything but lm_head
+
+
+def test_training_checkpoint_exports_to_hugging_face_without_the_optimizer_entries(tmp_path, caplog):
+    from safetensors.numpy import load_file
+
+    from mindrlhf.configs.run_config import write_run_yaml
+    from mindrlhf.tools.convert_hf import ms_to_hf, ms_to_hf_name
+
+    path = str(tmp_path / "train.ckpt")
+    weights = _training_checkpoint(path)
+    yaml_path = write_run_yaml(LlamaConfig(**SMALL), str(tmp_path / "m.yaml"), checkpoint=path)
+    with caplog.at_level(logging.INFO, logger="mindrlhf.utils.checkpoint"):
+        ms_to_hf(path, yaml_path, str(tmp_path / "hf"))
+    exported = load_file(str(tmp_path / "hf" / "model.safetensors"))
+    assert sorted(exported) == sorted(ms_to_hf_name(n) for n in weights)
+    for name, array in weights.items():
+        np.testing.assert_array_equal(exported[ms_to_hf_name(name)], array)
+    assert any(
+        f"ignored {2 * N_WEIGHTS + 8} optimizer/training entries" in r.getMessage() for r in caplog.records
+    )
