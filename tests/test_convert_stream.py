@@ -73,3 +73,24 @@ def test_shapes_are_checked_from_the_headers_before_any_weight_is_read(hf_tiny, 
     ):
         convert_hf.convert_hf_dir(str(bad), str(tmp_path / "out.ckpt"))
     assert not list(tmp_path.glob("*.ckpt")) and not list(tmp_path.glob(".out.ckpt*"))
+
+
+def test_bench_convert_small_runs_and_both_paths_write_the_same_file():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "bench_convert.py"), "--small"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["identical_files_float32"] and result["identical_files_float16"]
+    for key in ("streamed_float32", "materialised_float32"):
+        assert result[key]["peak_rss_mb"] >= result[key]["floor_rss_mb"] > 0
