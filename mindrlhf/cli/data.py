@@ -2,7 +2,7 @@
 
     mindrlhf-data --tokenizer_name_or_path path/to/tokenizer.model \\
         --file_path train.jsonl --output_path ppo.mindrecord --max_prompt_length 2048 --seq_length 4096 \\
-        --pad_token_id 0 [--mode ppo|rm|sft] [--on_error stop|skip] [--overwrite]
+        --pad_token_id 0 [--mode ppo|rm|sft|prompt [--columns answer]] [--on_error stop|skip] [--overwrite]
     (also: python examples/rlhf_train_tutorial/rlhf_data.py ..., python -m mindrlhf.cli.data ...)
 
 Writes `<output_path>`, `<output_path>.db` and `<output_path>.meta.json`, all or nothing. The layout of every
@@ -54,7 +54,14 @@ def get_args(argv=None):
         "--mode",
         choices=sorted(SCHEMAS),
         default="ppo",
-        help="ppo: prompts + pretrain (ptx) data; rm: chosen/rejected comparisons; sft: prompt + pos_resp",
+        help="ppo: prompts + pretrain (ptx) data; rm: chosen/rejected comparisons; sft: prompt + pos_resp; "
+        'prompt: prompt-only JSONL ({"prompt", "answer", ...}) for GRPO, extra fields kept as strings',
+    )
+    parser.add_argument(
+        "--columns",
+        nargs="+",
+        default=None,
+        help="(--mode prompt) extra string fields to keep, e.g. answer (default: every string field of line 1)",
     )
     parser.add_argument(
         "--on_error",
@@ -97,6 +104,7 @@ def _convert(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         chunk_size=args.chunk_size,
         progress=not args.quiet and sys.stderr.isatty(),
+        columns=args.columns,
     )
     print(f"Total number of samples: {summary.rows}")  # the summary with skip counts is logged to stderr
     print(f"Transformation finished! Output file refer: {args.output_path}")

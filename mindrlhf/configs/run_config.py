@@ -7,6 +7,7 @@ A MindFormers run YAML is what users hand to the launcher as SFT_MODEL_PATH / RE
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from typing import Any, Dict, Optional
 
@@ -17,6 +18,8 @@ from mindrlhf.models.llama.config import LlamaConfig
 from mindrlhf.utils.io import atomic_write
 
 MODEL_SECTION = "model.model_config"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -67,6 +70,16 @@ def load_run_config(path: str) -> RunConfig:
         if name not in section:
             raise ConfigError("required field is missing", path, f"{MODEL_SECTION}.{name}")
     config = LlamaConfig.from_dict(section, source=path, prefix=MODEL_SECTION)
+    pet = section.get("pet_config")
+    if pet:
+        kind = pet.get("pet_type", "?") if isinstance(pet, dict) else pet
+        logger.warning(
+            "%s: %s.pet_config (pet_type %s, e.g. LoRA) is NOT applied: mindrlhf trains every weight of the full "
+            "model; remove pet_config to silence this warning",
+            path,
+            MODEL_SECTION,
+            kind,
+        )
     return RunConfig(path=path, model_config=config, raw=raw)
 
 

@@ -1,8 +1,10 @@
-"""CValues-Comparison JSONL -> MindRecord for PPO, reward-model and SFT training.
+"""CValues-Comparison JSONL -> MindRecord for PPO, reward-model and SFT training; prompt-only JSONL for GRPO.
 
 Input lines are `{"prompt", "pos_resp", "neg_resp", "pos_type", "neg_type"}`; each kind uses the fields listed in
 its schema (`mindrlhf.data.schemas`): ppo and sft need prompt and pos_resp, rm also neg_resp. Other keys
-(pos_type, neg_type, metadata) are ignored.
+(pos_type, neg_type, metadata) are ignored. The "prompt" kind reads `{"prompt": ..., "answer": ..., ...}`: the
+prompt is tokenised, and extra string fields (`columns`, by default every string field of the first line) are
+stored verbatim as MindRecord string columns, for reward functions that compare with a reference.
 
 Bad input (`on_error="stop"` is the default; "skip" turns the stops into skip-and-count):
 
@@ -13,6 +15,7 @@ Bad input (`on_error="stop"` is the default; "skip" turns the stops into skip-an
 | a line that is not a JSON object             | stop at file:line (skip with on_error=skip) | not_an_object      |
 | a required field missing                     | stop at file:line (skip with on_error=skip) | missing_field      |
 | a required field not a string (null, number) | stop at file:line (skip with on_error=skip) | non_string         |
+| prompt: an extra column empty / whitespace   | stop at file:line (skip with on_error=skip) | empty_column       |
 | empty / whitespace-only prompt               | skip and count                              | empty_prompt       |
 | empty / whitespace-only response             | skip and count                              | empty_response     |
 | rm: pos_resp identical to neg_resp           | skip and count                              | identical_pair     |
@@ -43,7 +46,14 @@ from mindrlhf.data.writer import AtomicMindRecordWriter
 
 logger = logging.getLogger(__name__)
 
-STRUCTURAL = ("invalid_utf8", "malformed_json", "not_an_object", "missing_field", "non_string")
+STRUCTURAL = (
+    "invalid_utf8",
+    "malformed_json",
+    "not_an_object",
+    "missing_field",
+    "non_string",
+    "empty_column",
+)
 CONTENT = ("empty_prompt", "empty_response", "identical_pair", "prompt_too_long", "sequence_too_long")
 ON_ERROR = ("stop", "skip")
 _EXAMPLES = 5  # file:line examples kept per skip reason
@@ -126,6 +136,10 @@ def _parse_line(
                 "invalid_utf8", "contains a lone surrogate escape (\\udXXX), not valid text", name
             ) from None
         record[name] = value
+    if kind == "prompt":  # an empty reference answer would silently score every response wrong
+        for name in fields[1:]:
+            if not record[name].strip():
+                raise _Stop("empty_column", "is empty; a reward function would compare with nothing", name)
     if not record["prompt"].strip():
         return None, "empty_prompt"
     for name in fields[1:]:
@@ -145,6 +159,20 @@ def _count_lines(path: str) -> int:
     return n + (last != b"\n")
 
 
+def discover_string_columns(path: str) -> Tuple[str, ...]:
+    """The string fields of the first JSON object line of `path`, except "prompt" (the default `columns`)."""
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                obj = json.loads(raw.decode("utf-8-sig"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                return ()  # the reading pass reports the line properly
+            if isinstance(obj, dict):
+                return tuple(k for k, v in obj.items() if k != "prompt" and isinstance(v, str))
+            return ()
+    return ()
+
+
 def _read_records(
     path: str, schema: DatasetSchema, on_error: str, summary: ConversionSummary
 ) -> Iterator[Tuple[int, Dict[str, str]]]:
@@ -159,7 +187,7 @@ def _read_records(
                 summary.skip("blank_line", f"{path}:{line_no}")
                 continue
             try:
-                record, reason = _parse_line(raw, schema.json_fields, schema.kind)
+                record, reason = _parse_line(raw, schema.json_fields + schema.string_columns, schema.kind)
             except _Stop as stop:
                 if on_error == "stop":
                     raise DataError(
@@ -201,7 +229,7 @@ def layout_rows(
     """Lay token lists out as the columns of `kind` (see `schemas`): `{field: int32 [B, L]}` plus, per row,
     None (keep) or the reason it does not fit (prompt_too_long / sequence_too_long; its row is left as padding).
 
-    `prompts[i]` / `responses[i]` / `rejected[i]` are token ids without BOS/EOS.
+    `prompts[i]` / `responses[i]` / `rejected[i]` are token ids without BOS/EOS ("prompt" uses only `prompts`).
     """
     n = len(prompts)
     reasons: List[Optional[str]] = [None] * n
@@ -217,7 +245,9 @@ def layout_rows(
             loss[i, 1 + len(p) : len(seq)] = 1  # response tokens and the EOS; never BOS, prompt or padding
 
     cols: Dict[str, np.ndarray]
-    if kind == "ppo":
+    if kind == "prompt":
+        cols = {"prompt_ids": full(max_prompt_length, pad_id), "prompt_mask": full(max_prompt_length, 0)}
+    elif kind == "ppo":
         cols = {
             "prompt_ids": full(max_prompt_length, pad_id),
             "prompt_mask": full(max_prompt_length, 0),
@@ -250,16 +280,17 @@ def layout_rows(
         if 1 + len(p) > max_prompt_length:
             reasons[i] = "prompt_too_long"
             continue
-        if 2 + len(p) + longest > seq_length:
+        if kind != "prompt" and 2 + len(p) + longest > seq_length:
             reasons[i] = "sequence_too_long"
             continue
-        if kind == "ppo":
+        if kind in ("ppo", "prompt"):
             cols["prompt_ids"][i, max_prompt_length - 1 - len(p) :] = [bos_id, *p]
             cols["prompt_mask"][i, max_prompt_length - 1 - len(p) :] = 1
+        if kind == "ppo":
             right(cols["pretrain_ids"], cols["pretrain_mask"], cols["loss_mask"], i, p, r)
         elif kind == "sft":
             right(cols["input_ids"], cols["attention_mask"], cols["loss_mask"], i, p, r)
-        else:
+        elif kind == "rm":
             right(cols["chosen_ids"], cols["chosen_mask"], None, i, p, r)
             right(cols["rejected_ids"], cols["rejected_mask"], None, i, p, rejected[i])
     return cols, reasons
@@ -277,6 +308,7 @@ def convert_jsonl(
     overwrite: bool = False,
     chunk_size: int = 2048,
     progress: bool = False,
+    columns: Optional[Sequence[str]] = None,
 ) -> ConversionSummary:
     """Convert a CValues-format JSONL file into a `kind` MindRecord dataset (layout in `schemas`).
 
@@ -284,6 +316,9 @@ def convert_jsonl(
     defaults to the tokenizer's. Work is done `chunk_size` lines at a time (batch tokenisation in C++
     threads, one `write_raw_data` per chunk). Raises DataError (naming file:line and field) on a stop;
     the output then does not exist. Returns the summary; its skip counts also go into the `.meta.json`.
+
+    `columns` (kind "prompt" only): the extra JSONL string fields stored as string columns; None takes every
+    string field of the first line but "prompt". Each line must then have them, as non-empty strings.
     """
     schema = get_schema(kind)
     if on_error not in ON_ERROR:
@@ -296,6 +331,13 @@ def convert_jsonl(
     if not os.path.isfile(file_path):
         what = "is a directory, not a JSONL file" if os.path.isdir(file_path) else "input file not found"
         raise DataError(what, file_path, "file_path")
+    if schema.takes_string_columns:
+        schema = schema.with_string_columns(
+            discover_string_columns(file_path) if columns is None else columns
+        )
+        logger.info("%s: extra string columns %s", file_path, list(schema.string_columns) or "none")
+    elif columns:
+        schema.with_string_columns(columns)  # raises: this kind takes no extra columns
     if isinstance(tokenizer, LlamaTokenizer):
         tok = tokenizer
         if pad_token_id is not None and int(pad_token_id) != tok.pad_id:
@@ -320,12 +362,12 @@ def convert_jsonl(
             for chunk in _chunks(_read_records(file_path, schema, on_error, summary), chunk_size):
                 records = [rec for _, rec in chunk]
                 p_tok = tok.encode_batch([r["prompt"] for r in records])
-                r_tok = tok.encode_batch([r["pos_resp"] for r in records])
+                r_tok = tok.encode_batch([r["pos_resp"] for r in records]) if kind != "prompt" else None
                 n_tok = tok.encode_batch([r["neg_resp"] for r in records]) if kind == "rm" else None
                 cols, reasons = layout_rows(
                     kind,
                     p_tok,
-                    r_tok,
+                    r_tok if r_tok is not None else [()] * len(records),
                     n_tok,
                     bos_id=tok.bos_id,
                     eos_id=tok.eos_id,
@@ -334,14 +376,15 @@ def convert_jsonl(
                     seq_length=lengths[SEQ_LEN],
                 )
                 rows = []
-                for i, (line_no, _) in enumerate(chunk):
+                for i, (line_no, record) in enumerate(chunk):
                     if reasons[i] is not None:
                         summary.skip(reasons[i], f"{file_path}:{line_no}")
                         continue
                     rows.append({name: col[i] for name, col in cols.items()})
+                    rows[-1].update({name: record[name] for name in schema.string_columns})
                     if (
                         tok.unk_id in p_tok[i]
-                        or tok.unk_id in r_tok[i]
+                        or (r_tok is not None and tok.unk_id in r_tok[i])
                         or (n_tok is not None and tok.unk_id in n_tok[i])
                     ):
                         summary.rows_with_unk += 1

@@ -164,6 +164,16 @@ class MindRecordBatches:
         finally:
             reader.close()
         found = self.schema.check_header(header, self.path, lengths)
+        strings = self.schema.header_string_columns(header)
+        expected = None if self.meta is None else self.meta.get("string_columns")
+        if expected is not None and sorted(expected) != list(strings):
+            raise DataError(
+                f"has string columns {list(strings)} but the metadata lists {sorted(expected)} (the .meta.json "
+                "belongs to another file?); rebuild it",
+                self.path,
+                "string_columns",
+            )
+        self.string_columns = strings
         return found, num_rows
 
     # ------------------------------------------------------------------ order
@@ -186,7 +196,8 @@ class MindRecordBatches:
         return mine
 
     def iter_epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Dict[str, np.ndarray]]:
-        """Batches `start_batch, start_batch + 1, ...` of `epoch`: dicts `{field: int32 [B, L]}`."""
+        """Batches `start_batch, start_batch + 1, ...` of `epoch`: dicts `{field: int32 [B, L]}`, plus
+        `{column: str [B]}` for the extra string columns of a "prompt" dataset."""
         import mindspore.dataset as ds
 
         indices = self.epoch_indices(epoch)[int(start_batch) * self.batch_size :]
@@ -194,20 +205,22 @@ class MindRecordBatches:
             return
         data = ds.MindDataset(
             self.path,
-            columns_list=list(self.schema.names),
+            columns_list=list(self.schema.names) + list(self.string_columns),
             sampler=ds.SubsetSampler([int(i) for i in indices]),
             num_parallel_workers=self.num_parallel_workers,
         )
         data = data.batch(self.batch_size, drop_remainder=False)
         for batch in data.create_dict_iterator(output_numpy=True, num_epochs=1):
-            yield {name: np.asarray(batch[name], dtype=np.int32) for name in self.schema.names}
+            out = {name: np.asarray(batch[name], dtype=np.int32) for name in self.schema.names}
+            out.update({name: np.asarray(batch[name], dtype=str) for name in self.string_columns})
+            yield out
 
     def __iter__(self) -> Iterator[Dict[str, np.ndarray]]:
         return self.iter_epoch(self.epoch, self.start_batch)
 
     def read_all(self) -> Dict[str, np.ndarray]:
         """Every row of this shard in file order, `{field: int32 [N, L]}` (for small eval sets and tests)."""
-        out: Dict[str, List[np.ndarray]] = {name: [] for name in self.schema.names}
+        out: Dict[str, List[np.ndarray]] = {name: [] for name in (*self.schema.names, *self.string_columns)}
         saved = (self.shuffle, self.drop_remainder)
         self.shuffle, self.drop_remainder = False, False
         try:
@@ -232,7 +245,7 @@ def read_dataset(
     start_batch: int = 0,
     verify: str = "checksum",
 ) -> MindRecordBatches:
-    """Open and check a `kind` ("ppo", "rm", "sft") dataset; iterate the result for batches of one epoch.
+    """Open and check a `kind` ("ppo", "rm", "sft", "prompt") dataset; iterate the result for batches of one epoch.
 
     See `MindRecordBatches` and the module doc for order, sharding and resume. `verify`: "checksum" (sizes
     and sha256 of both files against the sidecar; default), "size", or "none" (no sidecar needed; the header

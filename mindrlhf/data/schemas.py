@@ -21,7 +21,7 @@ Masks are stored, never derived from `ids == pad_token_id` (pad 0 is also Llama'
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from mindrlhf.configs.loader import ConfigError
 
@@ -55,6 +55,28 @@ class DatasetSchema:
     doc: str
     fields: Tuple[FieldSpec, ...]
     json_fields: Tuple[str, ...]  # CValues fields the converter needs (strings, non-empty)
+    # Extra JSONL string fields stored verbatim as MindRecord "string" columns (the "prompt" kind: e.g. the
+    # reference `answer` a reward function compares with). Chosen per dataset: see `with_string_columns`.
+    string_columns: Tuple[str, ...] = ()
+    takes_string_columns: bool = False
+
+    def with_string_columns(self, names: Sequence[str]) -> DatasetSchema:
+        """This schema plus string columns `names` (only for kinds that take them, i.e. "prompt")."""
+        names = tuple(names)
+        if names and not self.takes_string_columns:
+            raise DataError(
+                f"a {self.kind!r} dataset has no extra string columns (got {', '.join(names)}); "
+                "use --mode prompt for prompt-only datasets with extra columns",
+                field="columns",
+            )
+        taken = set(self.names) | set(self.json_fields)
+        for name in names:
+            if not name or name in taken or names.count(name) > 1:
+                raise DataError(
+                    f"{name!r} cannot be an extra column (empty, repeated, or one of {', '.join(sorted(taken))})",
+                    field="columns",
+                )
+        return dataclasses.replace(self, string_columns=names)
 
     @property
     def names(self) -> Tuple[str, ...]:
@@ -66,7 +88,17 @@ class DatasetSchema:
 
     def mindrecord_schema(self, lengths: Mapping[str, int]) -> Dict[str, Dict[str, Any]]:
         """The dict `FileWriter.add_schema` takes; shapes are fixed so the header alone can be checked."""
-        return {f.name: {"type": f.dtype, "shape": [int(lengths[f.length])]} for f in self.fields}
+        schema = {f.name: {"type": f.dtype, "shape": [int(lengths[f.length])]} for f in self.fields}
+        schema.update({name: {"type": "string"} for name in self.string_columns})
+        return schema
+
+    def header_string_columns(self, header: Mapping[str, Mapping[str, Any]]) -> Tuple[str, ...]:
+        """The extra string columns of a MindRecord header (sorted; none for kinds that take none)."""
+        if not self.takes_string_columns:
+            return ()
+        return tuple(
+            sorted(n for n, col in header.items() if n not in self.names and col.get("type") == "string")
+        )
 
     def check_header(
         self,
@@ -158,11 +190,23 @@ SFT = DatasetSchema(
     json_fields=("prompt", "pos_resp"),
 )
 
-SCHEMAS: Dict[str, DatasetSchema] = {s.kind: s for s in (PPO, RM, SFT)}
+PROMPT = DatasetSchema(
+    kind="prompt",
+    doc="Prompt-only RL data (GRPO/RLOO): the prompt plus extra string columns (e.g. a reference `answer`) that "
+    "reward functions receive.",
+    fields=(
+        FieldSpec("prompt_ids", PROMPT_LEN, "[BOS] + prompt, left-padded with pad_token_id"),
+        FieldSpec("prompt_mask", PROMPT_LEN, "1 on the real prompt tokens of prompt_ids (BOS included)"),
+    ),
+    json_fields=("prompt",),
+    takes_string_columns=True,
+)
+
+SCHEMAS: Dict[str, DatasetSchema] = {s.kind: s for s in (PPO, RM, SFT, PROMPT)}
 
 
 def get_schema(kind: str) -> DatasetSchema:
-    """The schema of dataset kind `kind` ("ppo", "rm" or "sft")."""
+    """The schema of dataset kind `kind` ("ppo", "rm", "sft" or "prompt")."""
     if kind not in SCHEMAS:
         raise DataError(f"unknown dataset kind {kind!r}; choose one of {', '.join(SCHEMAS)}", field="kind")
     return SCHEMAS[kind]

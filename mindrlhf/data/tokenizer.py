@@ -16,6 +16,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import sys
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -218,6 +219,37 @@ def train_sentencepiece(
 
         sentences = _lines()
     out = io.BytesIO()
+    try:
+        _train(
+            spm,
+            sentences,
+            out,
+            vocab_size,
+            model_type,
+            byte_fallback,
+            character_coverage,
+            user_defined_symbols,
+        )
+    except RuntimeError as exc:  # SentencePiece reports a user's vocab_size as an INTERNAL RuntimeError
+        raise _vocab_size_error(str(exc), vocab_size, input_files) from None
+    blob = out.getvalue()
+    model_path = os.fspath(model_prefix) + ".model"
+    with atomic_write(model_path, binary=True) as f:
+        f.write(blob)
+    if write_vocab:
+        sp = spm.SentencePieceProcessor()
+        sp.LoadFromSerializedProto(blob)
+        text = "".join(f"{sp.id_to_piece(i)}\t{sp.get_score(i)}\n" for i in range(sp.get_piece_size()))
+        with atomic_write(os.fspath(model_prefix) + ".vocab") as f:
+            f.write(text)
+    logger.info("trained SentencePiece model %s (%d pieces requested)", model_path, vocab_size)
+    return model_path
+
+
+def _train(
+    spm, sentences, out, vocab_size, model_type, byte_fallback, character_coverage, user_defined_symbols
+):
+    """Llama2's SentencePiece options (see `train_sentencepiece`); the model proto is written to `out`."""
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(sentences),
         model_writer=out,
@@ -241,18 +273,32 @@ def train_sentencepiece(
         num_threads=1,  # more threads change the learned merges: keep training reproducible
         minloglevel=2,
     )
-    blob = out.getvalue()
-    model_path = os.fspath(model_prefix) + ".model"
-    with atomic_write(model_path, binary=True) as f:
-        f.write(blob)
-    if write_vocab:
-        sp = spm.SentencePieceProcessor()
-        sp.LoadFromSerializedProto(blob)
-        text = "".join(f"{sp.id_to_piece(i)}\t{sp.get_score(i)}\n" for i in range(sp.get_piece_size()))
-        with atomic_write(os.fspath(model_prefix) + ".vocab") as f:
-            f.write(text)
-    logger.info("trained SentencePiece model %s (%d pieces requested)", model_path, vocab_size)
-    return model_path
+
+
+_TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
+_TOO_LARGE = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
+
+
+def _vocab_size_error(message: str, vocab_size: int, input_files) -> DataError:
+    """SentencePiece's vocabulary-size failures as one DataError naming the size and the bound this text allows."""
+    where = ", ".join(os.fspath(p) for p in input_files) if input_files else None
+    small, large = _TOO_SMALL.search(message), _TOO_LARGE.search(message)
+    if small:
+        need = int(small.group(2))
+        text = (
+            f"vocab_size {vocab_size} is too small for this text: SentencePiece needs at least {need} pieces "
+            f"(the special pieces, 256 byte pieces with byte fallback, and every distinct character); "
+            f"pass --vocab_size {need} or more"
+        )
+    elif large:
+        text = (
+            f"vocab_size {vocab_size} is too large for this text: SentencePiece allows at most "
+            f"{int(large.group(2))} pieces for it; pass a smaller --vocab_size or give more text"
+        )
+    else:
+        first = message.strip().splitlines()[-1] if message.strip() else "unknown error"
+        text = f"SentencePiece could not train a tokenizer with vocab_size {vocab_size}: {first}"
+    return DataError(text, where, "vocab_size")
 
 
 if __name__ == "__main__":  # `python -m mindrlhf.data.tokenizer`: the command is mindrlhf.cli.tokenizer

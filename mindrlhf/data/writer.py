@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 META_SUFFIX = ".meta.json"
 META_FORMAT = "mindrlhf-mindrecord-v1"
 _MIN_PAGE, _MAX_PAGE = 1 << 15, 1 << 26  # MindRecord allows 32 KB .. 256 MB; stay well below the top
+_STRING_BYTES = 4096  # room per string column when sizing pages (a reference answer, a short label)
 _MIN_HEADER, _MAX_HEADER = 1 << 14, 1 << 27  # 16 KB .. 128 MB
 
 
@@ -104,6 +105,7 @@ class AtomicMindRecordWriter:
 
         directory, base = os.path.split(self.path)
         row_bytes = sum(4 * shape[0] for shape in self.schema.shapes(self.lengths).values())
+        row_bytes += _STRING_BYTES * len(self.schema.string_columns)  # a page must hold a whole row
         sizes = page_and_header_size(row_bytes, self.expected_rows)
         self._tmpdir = tempfile.mkdtemp(prefix=f".{base}.partial-", dir=directory)
         try:
@@ -143,9 +145,13 @@ class AtomicMindRecordWriter:
             "num_rows": self.rows,
             "lengths": self.lengths,
             "fields": {
-                name: {"dtype": "int32", "shape": list(shape)}
-                for name, shape in self.schema.shapes(self.lengths).items()
+                **{
+                    name: {"dtype": "int32", "shape": list(shape)}
+                    for name, shape in self.schema.shapes(self.lengths).items()
+                },
+                **{name: {"dtype": "string"} for name in self.schema.string_columns},
             },
+            "string_columns": list(self.schema.string_columns),
             "files": files,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }

@@ -83,6 +83,9 @@ class RankTable:
             )
         end = rank_start + local_device_num
         if end > self.rank_size:
+            offset = self._device_offset_advice(rank_start, local_device_num)
+            if offset:
+                raise RankTableError(offset, self.path)
             raise RankTableError(
                 f"RANK_START {rank_start} + LOCAL_DEVICE_NUM {local_device_num} = {end} exceeds the {self.rank_size} "
                 f"device(s) in the table (ranks 0..{self.rank_size - 1}); lower LOCAL_DEVICE_NUM to "
@@ -98,6 +101,30 @@ class RankTable:
                 self.path,
             )
         return chosen
+
+    def _device_offset_advice(self, rank_start: int, local_device_num: int) -> Optional[str]:
+        """Advice when RANK_START was given as a device id, as the original MindRLHF launcher took it.
+
+        The original `run_distribute_train.sh` used RANK_START as the first *device id* of the machine; here it is
+        the first global `rank_id` in the table. When devices `rank_start..rank_start+n-1` sit on one server under
+        consecutive ranks, say which RANK_START those devices have (e.g. hccl_tools' table of devices 4-7 numbers
+        them ranks 0-3). Returns None when the numbers do not read as a device offset.
+        """
+        wanted = range(rank_start, rank_start + local_device_num)
+        for server in self.server_ids:
+            found = [d for d in self.devices if d.server_id == server and d.device_id in wanted]
+            ranks = sorted(d.rank_id for d in found)
+            if len(found) == local_device_num and ranks == list(range(ranks[0], ranks[0] + local_device_num)):
+                ids = f"{wanted[0]}..{wanted[-1]}"
+                return (
+                    f"RANK_START {rank_start} + LOCAL_DEVICE_NUM {local_device_num} exceeds the {self.rank_size} "
+                    f"device(s) in the table (ranks 0..{self.rank_size - 1}). RANK_START is the global rank_id of "
+                    f"this server's first device in the rank table, not a device id (the original MindRLHF launcher "
+                    f"took it as a device offset). This table gives device_id(s) {ids} of server {server} the "
+                    f"ranks {ranks[0]}..{ranks[-1]}: pass RANK_START {ranks[0]} and LOCAL_DEVICE_NUM "
+                    f"{local_device_num}; the device ids are read from the table"
+                )
+        return None
 
     def summary(self) -> str:
         return (

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -159,36 +160,66 @@ def config_to_hf(config: LlamaConfig, dtype: str) -> Dict:
 
 # ------------------------------------------------------------------------------------------- safetensors
 
+_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64}
 
-def _read_safetensors(path: str) -> Dict[str, np.ndarray]:
-    """All tensors of one .safetensors file as numpy; BF16 widened to float32 exactly."""
-    from safetensors import safe_open
 
-    out: Dict[str, np.ndarray] = {}
+class _LazyTensor:
+    """One tensor of a .safetensors file, read only when `load()` is called (at most one held at a time).
+
+    `load()` returns `target` dtype; BF16, which numpy cannot represent, is widened to float32 bit-exactly from
+    its raw 16-bit words first. Shape and dtype come from the file header, so shapes are checked before any
+    data is read.
+    """
+
+    def __init__(self, path: str, key: str, entry: Dict, data_start: int, target=None):
+        self.path, self.key, self.entry, self.data_start, self.target = path, key, entry, data_start, target
+        self.shape = tuple(int(d) for d in entry["shape"])
+        if entry.get("dtype") not in (*_ST_DTYPES, "BF16"):
+            raise ConversionError(
+                f"{path}: tensor {key!r} has dtype {entry.get('dtype')}; expected F32/F16/BF16"
+            )
+
+    def astype(self, target) -> _LazyTensor:
+        return _LazyTensor(self.path, self.key, self.entry, self.data_start, target)
+
+    def load(self) -> np.ndarray:
+        try:
+            if self.entry["dtype"] == "BF16":
+                begin, end = self.entry["data_offsets"]
+                with open(self.path, "rb") as f:
+                    f.seek(self.data_start + begin)
+                    words = np.frombuffer(f.read(end - begin), dtype="<u2").astype(np.uint32) << 16
+                array = words.view(np.float32).reshape(self.shape)
+            else:
+                from safetensors import safe_open
+
+                with safe_open(self.path, framework="numpy") as st:
+                    array = st.get_tensor(self.key)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConversionError(f"{self.path}: cannot read tensor {self.key!r} ({exc})") from None
+        return array if self.target is None else array.astype(self.target, copy=False)
+
+
+def _open_safetensors(path: str) -> Dict[str, _LazyTensor]:
+    """The tensors of one .safetensors file, as lazy handles (only the JSON header is read here)."""
     try:
         with open(path, "rb") as f:
             header_len = int.from_bytes(f.read(8), "little")
             header = json.loads(f.read(header_len))
-        data_start = 8 + header_len
-        bf16 = {k for k, v in header.items() if k != "__metadata__" and v.get("dtype") == "BF16"}
-        with safe_open(path, framework="numpy") as st:
-            for key in st.keys():
-                if key not in bf16:
-                    out[key] = st.get_tensor(key)
-        if bf16:  # numpy has no bfloat16: read the raw 16-bit words and widen them (exact).
-            with open(path, "rb") as f:
-                for key in bf16:
-                    begin, end = header[key]["data_offsets"]
-                    f.seek(data_start + begin)
-                    words = np.frombuffer(f.read(end - begin), dtype="<u2").astype(np.uint32) << 16
-                    out[key] = words.view(np.float32).reshape(header[key]["shape"])
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError) as exc:
         raise ConversionError(f"{path}: cannot read safetensors ({exc})") from None
-    return out
+    if not isinstance(header, dict):
+        raise ConversionError(f"{path}: cannot read safetensors (the header is not a JSON object)")
+    return {k: _LazyTensor(path, k, v, 8 + header_len) for k, v in header.items() if k != "__metadata__"}
 
 
-def read_hf_weights(hf_dir: str) -> Dict[str, np.ndarray]:
-    """Weights of an HF directory: `model.safetensors` or shards listed in `model.safetensors.index.json`."""
+def _read_safetensors(path: str) -> Dict[str, np.ndarray]:
+    """All tensors of one .safetensors file as numpy; BF16 widened to float32 exactly."""
+    return {k: t.load() for k, t in _open_safetensors(path).items()}
+
+
+def open_hf_weights(hf_dir: str) -> Dict[str, _LazyTensor]:
+    """Lazy handles on the weights of an HF directory: `model.safetensors` or the shards of its index."""
     index = os.path.join(hf_dir, "model.safetensors.index.json")
     single = os.path.join(hf_dir, "model.safetensors")
     if os.path.isfile(index):
@@ -197,22 +228,27 @@ def read_hf_weights(hf_dir: str) -> Dict[str, np.ndarray]:
                 weight_map = json.load(f)["weight_map"]
         except (ValueError, KeyError) as exc:
             raise ConversionError(f"{index}: not a valid safetensors index ({exc})") from None
-        weights: Dict[str, np.ndarray] = {}
+        weights: Dict[str, _LazyTensor] = {}
         for shard in sorted(set(weight_map.values())):
             shard_path = os.path.join(hf_dir, shard)
             if not os.path.isfile(shard_path):
                 raise ConversionError(f"{index}: lists shard {shard!r}, which is not in {hf_dir}")
-            weights.update(_read_safetensors(shard_path))
+            weights.update(_open_safetensors(shard_path))
         missing = [k for k in weight_map if k not in weights]
         if missing:
             raise ConversionError(f"{index}: tensors listed but not found in their shards: {missing[:5]}")
         return weights
     if os.path.isfile(single):
-        return _read_safetensors(single)
+        return _open_safetensors(single)
     raise ConversionError(
         f"{hf_dir}: no model.safetensors or model.safetensors.index.json (PyTorch .bin files are not read; "
         "re-save with save_pretrained(..., safe_serialization=True))"
     )
+
+
+def read_hf_weights(hf_dir: str) -> Dict[str, np.ndarray]:
+    """Weights of an HF directory, all in memory (see `open_hf_weights` for the lazy form)."""
+    return {k: t.load() for k, t in open_hf_weights(hf_dir).items()}
 
 
 def _write_safetensors(tensors: Dict[str, np.ndarray], path: str, dtype: str) -> None:
@@ -223,13 +259,77 @@ def _write_safetensors(tensors: Dict[str, np.ndarray], path: str, dtype: str) ->
     save_file({k: np.ascontiguousarray(v.astype(_NP_DTYPES[dtype])) for k, v in tensors.items()}, path)
 
 
+# ------------------------------------------------------------------------------- streaming checkpoint writer
+
+_MS_TENSOR_TYPE = {np.dtype(np.float32): "Float32", np.dtype(np.float16): "Float16"}
+_ST_NAME = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16"}
+_MS_SLICE_KB = 512 * 1024  # MindSpore's SLICE_SIZE: a tensor over 512 MB is written as several entries
+
+
+def _write_ckpt_entries(f, name: str, array: np.ndarray) -> None:
+    """Append one tensor to a MindSpore .ckpt as `save_checkpoint` does: a serialised `Checkpoint` message per
+    slice (protobuf concatenation appends to the repeated `value` field, so the file stays one valid message)."""
+    from mindspore.train.checkpoint_pb2 import Checkpoint
+
+    kb = array.nbytes / 1024
+    pieces = np.array_split(array, math.ceil(kb / _MS_SLICE_KB)) if kb > _MS_SLICE_KB else [array]
+    for piece in pieces:
+        message = Checkpoint()
+        value = message.value.add()
+        value.tag = name
+        value.tensor.dims.extend(array.shape)
+        value.tensor.tensor_type = _MS_TENSOR_TYPE[array.dtype]
+        value.tensor.tensor_content = piece.tobytes()
+        f.write(message.SerializeToString())
+
+
+def write_checkpoint_streaming(tensors: Dict[str, _LazyTensor], path: str, dtype: str) -> str:
+    """Write `{MindFormers name: lazy tensor}` to `path` (.ckpt or .safetensors) one tensor at a time.
+
+    Peak memory is one tensor (read + cast), not the model: `ms.save_checkpoint` takes a fully materialised
+    list. The .ckpt bytes are those MindSpore's own `save_checkpoint` writes for the same tensors (same proto,
+    same 512 MB slicing); the .safetensors gets its header first (every shape is known from the input headers),
+    then each tensor's bytes. Written under a hidden temporary name in the target folder and renamed at the end.
+    """
+    np_dtype = np.dtype(_NP_DTYPES[dtype])
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if path.endswith(".safetensors"):
+                header, offset = {"__metadata__": {"format": "ms"}}, 0
+                for name, t in tensors.items():
+                    size = int(np.prod(t.shape, dtype=np.int64)) * np_dtype.itemsize
+                    header[name] = {
+                        "dtype": _ST_NAME[np_dtype],
+                        "shape": list(t.shape),
+                        "data_offsets": [offset, offset + size],
+                    }
+                    offset += size
+                blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+                blob += b" " * (-len(blob) % 8)  # safetensors aligns the data section to 8 bytes
+                f.write(len(blob).to_bytes(8, "little") + blob)
+                for t in tensors.values():
+                    f.write(np.ascontiguousarray(t.load(), dtype=np_dtype).tobytes())
+            else:
+                for name, t in tensors.items():
+                    _write_ckpt_entries(f, name, np.ascontiguousarray(t.load(), dtype=np_dtype))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    logger.info("wrote %s (%d tensors, streamed)", path, len(tensors))
+    return path
+
+
 # ------------------------------------------------------------------------------------------- conversions
 
 
-def hf_to_ms(hf_dir: str, dtype: str = "float32") -> Tuple[LlamaConfig, Dict[str, np.ndarray]]:
-    """Read an HF Llama directory -> (LlamaConfig, {MindFormers name: ndarray in `dtype`}), shapes checked."""
-    from mindrlhf.models.llama.model import llama_param_shapes
-
+def _read_hf_config(hf_dir: str, dtype: str) -> Tuple[LlamaConfig, Dict]:
     if dtype not in _NP_DTYPES:
         raise ConversionError(f"--dtype {dtype}: CPU checkpoints are float32 or float16")
     cfg_path = os.path.join(hf_dir, "config.json")
@@ -240,15 +340,25 @@ def hf_to_ms(hf_dir: str, dtype: str = "float32") -> Tuple[LlamaConfig, Dict[str
             hf_config = json.load(f)
     except ValueError as exc:
         raise ConversionError(f"{cfg_path}: invalid JSON ({exc})") from None
-    config = config_from_hf(hf_config, cfg_path, dtype)
-    hf_weights = read_hf_weights(hf_dir)
-    params: Dict[str, np.ndarray] = {}
-    for name, value in hf_weights.items():
+    return config_from_hf(hf_config, cfg_path, dtype), hf_config
+
+
+def hf_to_ms_lazy(hf_dir: str, dtype: str = "float32") -> Tuple[LlamaConfig, Dict[str, _LazyTensor]]:
+    """An HF Llama directory -> (LlamaConfig, {MindFormers name: lazy tensor cast to `dtype`}).
+
+    Names and shapes are checked against the config from the safetensors headers alone; no weight is read.
+    Ordered as MindFormers' parameter table (embedding, layers, norm, lm_head).
+    """
+    from mindrlhf.models.llama.model import llama_param_shapes
+
+    config, hf_config = _read_hf_config(hf_dir, dtype)
+    params: Dict[str, _LazyTensor] = {}
+    for name, tensor in open_hf_weights(hf_dir).items():
         ms_name = hf_to_ms_name(name)
         if ms_name is not None:
-            params[ms_name] = value.astype(_NP_DTYPES[dtype])
+            params[ms_name] = tensor.astype(_NP_DTYPES[dtype])
     if "lm_head.weight" not in params and hf_config.get("tie_word_embeddings"):
-        params["lm_head.weight"] = params["model.tok_embeddings.embedding_weight"].copy()
+        params["lm_head.weight"] = params["model.tok_embeddings.embedding_weight"]
     expected = llama_param_shapes(config)
     missing = [n for n in expected if n not in params]
     wrong = [
@@ -260,21 +370,38 @@ def hf_to_ms(hf_dir: str, dtype: str = "float32") -> Tuple[LlamaConfig, Dict[str
         raise ConversionError(
             f"{hf_dir}: weights do not match config.json: missing {missing[:5]}, shapes {wrong[:5]}"
         )
-    return config, params
+    return config, {n: params[n] for n in expected}
+
+
+def hf_to_ms(hf_dir: str, dtype: str = "float32") -> Tuple[LlamaConfig, Dict[str, np.ndarray]]:
+    """Read an HF Llama directory -> (LlamaConfig, {MindFormers name: ndarray in `dtype`}), shapes checked.
+
+    Holds the whole model in memory; `convert_hf_dir` streams instead (see `hf_to_ms_lazy`).
+    """
+    config, lazy = hf_to_ms_lazy(hf_dir, dtype)
+    return config, {n: t.load() for n, t in lazy.items()}
 
 
 def ms_to_hf(ckpt_path: str, yaml_path: str, hf_out: str) -> str:
     """Write an HF Llama directory (config.json + model.safetensors) from a MindFormers-named checkpoint."""
     from mindrlhf.configs.run_config import load_run_config
     from mindrlhf.models.llama.model import llama_param_shapes
-    from mindrlhf.utils.checkpoint import check_compatible, read_checkpoint
+    from mindrlhf.utils.checkpoint import (
+        check_compatible,
+        count_training_state,
+        log_skipped_training_state,
+        read_checkpoint,
+    )
 
     config = load_run_config(yaml_path).model_config
     ckpt = read_checkpoint(ckpt_path)
-    arrays = {n: t.asnumpy() for n, t in ckpt.items() if n in llama_param_shapes(config)}
-    check_compatible(
-        llama_param_shapes(config), {n: tuple(a.shape) for n, a in arrays.items()}, ckpt_path, True
-    )
+    shapes = llama_param_shapes(config)
+    # Only the Llama weights are exported (a reward checkpoint's v_head, `__meta__.*` and a training
+    # checkpoint's optimizer entries are left out); every one of them must be there with its shape.
+    check_compatible(shapes, {n: tuple(t.shape) for n, t in ckpt.items() if n in shapes}, ckpt_path, True)
+    log_skipped_training_state(count_training_state(ckpt, shapes), ckpt_path)
+    arrays = {n: ckpt[n].asnumpy() for n in shapes}
+    del ckpt
     dtype = {np.dtype(np.float16): "float16"}.get(next(iter(arrays.values())).dtype, "float32")
     with atomic_dir(hf_out) as tmp:
         _write_safetensors(
@@ -288,12 +415,15 @@ def ms_to_hf(ckpt_path: str, yaml_path: str, hf_out: str) -> str:
 def convert_hf_dir(
     hf_dir: str, output: str, yaml_out: Optional[str] = None, dtype: str = "float32"
 ) -> LlamaConfig:
-    """HF directory -> MindSpore checkpoint at `output` (+ MindFormers run YAML at `yaml_out`)."""
-    from mindrlhf.configs.run_config import write_run_yaml
-    from mindrlhf.utils.checkpoint import save_checkpoint
+    """HF directory -> MindSpore checkpoint at `output` (+ MindFormers run YAML at `yaml_out`), streamed.
 
-    config, params = hf_to_ms(hf_dir, dtype)
-    save_checkpoint(params, output)
+    Tensors are read, cast and written one at a time (`write_checkpoint_streaming`), so the peak memory is about
+    one tensor above the interpreter, whatever the model size (measured in docs/benchmarks.md).
+    """
+    from mindrlhf.configs.run_config import write_run_yaml
+
+    config, params = hf_to_ms_lazy(hf_dir, dtype)
+    write_checkpoint_streaming(params, output, dtype)
     if yaml_out:
         write_run_yaml(config, yaml_out, checkpoint=os.path.abspath(output))
     return config

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import mindspore as ms
@@ -29,6 +30,57 @@ class CheckpointError(MindRLHFError):
     """A checkpoint that does not fit the model (or cannot be read). The message lists what is wrong."""
 
 
+# What a MindFormers/MindSpore *training* checkpoint holds besides the weights: optimizer slots named
+# `<slot>.<parameter>` (AdamWeightDecay: adam_m/adam_v; Adam/FusedAdam variants: moment1/moment2; gradient
+# accumulation: accu_grads) and the scalars of TrainOneStep, the loss-scale cell and the callbacks.
+TRAINING_STATE_PREFIXES = ("adam_m.", "adam_v.", "moment1.", "moment2.", "accu_grads.")
+TRAINING_STATE_NAMES = frozenset(
+    {
+        "global_step",
+        "scale_sense",
+        "loss_scale",
+        "epoch_num",
+        "step_num",
+        "learning_rate",
+        "current_iterator_step",
+        "last_overflow_iterator_step",
+        "beta1_power",
+        "beta2_power",
+    }
+)
+
+
+def training_state_kind(name: str) -> Optional[str]:
+    """`adam_m.model.norm_out.weight` -> "adam_m.*", `global_step` -> "global_step", a weight -> None."""
+    for prefix in TRAINING_STATE_PREFIXES:
+        if name.startswith(prefix):
+            return prefix + "*"
+    return name if name in TRAINING_STATE_NAMES else None
+
+
+def count_training_state(names: Iterable[str], model_names: Iterable[str]) -> Dict[str, int]:
+    """Counts per kind of the known optimizer/training entries in `names` that are not model parameters."""
+    own = set(model_names)
+    counts: Dict[str, int] = {}
+    for name in names:
+        kind = None if name in own else training_state_kind(name)
+        if kind is not None:
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def log_skipped_training_state(counts: Mapping[str, int], source: str) -> None:
+    """One info line naming what a training checkpoint held besides the weights (nothing when empty)."""
+    if counts:
+        listed = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+        logger.info(
+            "%s: training checkpoint; loaded the model weights and ignored %d optimizer/training entries (%s)",
+            source,
+            sum(counts.values()),
+            listed,
+        )
+
+
 def _format(kind: str, items: List[str]) -> str:
     if not items:
         return ""
@@ -40,10 +92,33 @@ def _format_of(path: str) -> str:
     return "safetensors" if path.endswith(".safetensors") else "ckpt"
 
 
+# A MindFormers model name such as `llama2_7b` or `llama2_70b` in `checkpoint_name_or_path` (MindFormers downloads
+# those weights by name): letters/digits with underscores, no extension, no folder.
+_MODEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)+")
+_WHAT_TO_PASS = (
+    "set the run YAML's load_checkpoint (or model.model_config.checkpoint_name_or_path) to the path of a .ckpt or "
+    ".safetensors file, or convert Hugging Face weights first with `python -m mindrlhf.tools.convert_hf "
+    "--hf-dir <dir> --output <file>.ckpt --yaml-out <file>.yaml`"
+)
+
+
+def _not_a_file_hint(path: str) -> str:
+    """Why a missing checkpoint path is probably not a path at all (a MindFormers model name or template)."""
+    if "{path}" in path:
+        return "; '{path}' is the placeholder of MindFormers' example YAMLs: replace it with the real folder"
+    name = os.path.basename(path)
+    if _MODEL_NAME.fullmatch(name) and not os.path.exists(path):
+        return (
+            f"; '{name}' is a MindFormers model name (MindFormers downloads those weights by name), not a "
+            f"file, and mindrlhf does not download weights: {_WHAT_TO_PASS}"
+        )
+    return ""
+
+
 def read_checkpoint(path: str) -> Dict[str, Tensor]:
     """Read a checkpoint into `{name: Tensor}`; a missing or unreadable file raises one CheckpointError."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: checkpoint file not found")
+        raise CheckpointError(f"{path}: checkpoint file not found" + _not_a_file_hint(path))
     try:
         params = ms.load_checkpoint(path, format=_format_of(path))
     except Exception as exc:  # MindSpore raises ValueError/RuntimeError with long internal messages
@@ -60,9 +135,14 @@ def check_compatible(
     source: str,
     strict: bool,
 ) -> Tuple[List[str], List[str]]:
-    """Compare name->shape tables; raise CheckpointError listing problems. Returns (missing, unexpected)."""
+    """Compare name->shape tables; raise CheckpointError listing problems. Returns (missing, unexpected).
+
+    Known optimizer/training entries of a MindFormers training checkpoint (`adam_m.*`, `adam_v.*`,
+    `global_step`, `scale_sense`, ... see `training_state_kind`) are neither unexpected nor returned, unless the
+    model itself has a parameter of that name; every model weight must still be present with its shape.
+    """
     missing = [n for n in model_params if n not in ckpt_params]
-    unexpected = [n for n in ckpt_params if n not in model_params]
+    unexpected = [n for n in ckpt_params if n not in model_params and training_state_kind(n) is None]
     mismatched = [
         f"{n} (checkpoint {list(ckpt_params[n])} vs model {list(model_params[n])})"
         for n in model_params
@@ -87,15 +167,13 @@ def load_param_dict(
 
     strict=True: missing, unexpected and shape-mismatched names are all errors (one message lists them).
     strict=False: only the names present in both are loaded (shape mismatches are still errors).
-    Values are cast to each parameter's dtype.
+    Values are cast to each parameter's dtype. A training checkpoint's optimizer/training entries are skipped
+    with one info line (see `check_compatible`).
     """
     model_params = {name: p for name, p in model.parameters_and_names() if not name.startswith("kv_cache.")}
-    check_compatible(
-        {n: tuple(p.shape) for n, p in model_params.items()},
-        {n: tuple(v.shape) for n, v in params.items() if not n.startswith(META_PREFIX)},
-        source,
-        strict,
-    )
+    ckpt_shapes = {n: tuple(v.shape) for n, v in params.items() if not n.startswith(META_PREFIX)}
+    check_compatible({n: tuple(p.shape) for n, p in model_params.items()}, ckpt_shapes, source, strict)
+    log_skipped_training_state(count_training_state(ckpt_shapes, model_params), source)
     for name, param in model_params.items():
         if name not in params:
             continue

@@ -15,8 +15,9 @@ _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 class LlamaConfig:
     """Llama2 hyper-parameters with MindFormers' field names (unknown MindFormers keys are accepted and ignored).
 
-    The FFN width follows Meta/MindFormers: `intermediate_size` when given, else
-    `multiple_of * ceil(ffn_dim_multiplier * int(2 * 4H / 3) / multiple_of)` (7B: 11008).
+    The FFN width follows MindFormers' `LlamaFeedForward`: `intermediate_size` when given, else
+    `multiple_of * ceil(int(2 * int((ffn_dim_multiplier + 0.01) * 4H) / 3) / multiple_of)` (7B: 11008,
+    13B: 13824, 70B with ffn_dim_multiplier 1.3: 28672, the published Llama-2 widths).
     """
 
     batch_size: int = 1  # default batch for inference graphs (MindFormers' field; trainers set their own)
@@ -116,11 +117,18 @@ class LlamaConfig:
 
     @property
     def ffn_hidden_size(self) -> int:
+        """SwiGLU width, computed as MindFormers' `LlamaFeedForward` does.
+
+        MindFormers scales 4H by `ffn_dim_multiplier + 0.01` *before* taking 2/3, unlike Meta's reference code
+        (2/3 first, then the multiplier). For 70B (H=8192, 1.3, multiple_of 256) that gives 28672, the width of
+        the published checkpoints; Meta's order gives 28416, which would not load them.
+        """
         if self.intermediate_size is not None:
             return self.intermediate_size
-        hidden = int(2 * (4 * self.hidden_size) / 3)
+        hidden = 4 * self.hidden_size
         if self.ffn_dim_multiplier is not None:
-            hidden = int(self.ffn_dim_multiplier * hidden)
+            hidden = int((self.ffn_dim_multiplier + 0.01) * hidden)
+        hidden = int(2 * hidden / 3)
         return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)
 
     @classmethod
