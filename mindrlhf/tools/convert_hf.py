@@ -23,7 +23,7 @@ import numpy as np
 from mindrlhf.configs.loader import ConfigError
 from mindrlhf.errors import MindRLHFError
 from mindrlhf.models.llama.config import LlamaConfig
-from mindrlhf.utils.io import atomic_dir
+from mindrlhf.utils.io import atomic_dir, atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -292,36 +292,25 @@ def write_checkpoint_streaming(tensors: Dict[str, _LazyTensor], path: str, dtype
     then each tensor's bytes. Written under a hidden temporary name in the target folder and renamed at the end.
     """
     np_dtype = np.dtype(_NP_DTYPES[dtype])
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if path.endswith(".safetensors"):
-                header, offset = {"__metadata__": {"format": "ms"}}, 0
-                for name, t in tensors.items():
-                    size = int(np.prod(t.shape, dtype=np.int64)) * np_dtype.itemsize
-                    header[name] = {
-                        "dtype": _ST_NAME[np_dtype],
-                        "shape": list(t.shape),
-                        "data_offsets": [offset, offset + size],
-                    }
-                    offset += size
-                blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
-                blob += b" " * (-len(blob) % 8)  # safetensors aligns the data section to 8 bytes
-                f.write(len(blob).to_bytes(8, "little") + blob)
-                for t in tensors.values():
-                    f.write(np.ascontiguousarray(t.load(), dtype=np_dtype).tobytes())
-            else:
-                for name, t in tensors.items():
-                    _write_ckpt_entries(f, name, np.ascontiguousarray(t.load(), dtype=np_dtype))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path, binary=True) as f:
+        if path.endswith(".safetensors"):
+            header, offset = {"__metadata__": {"format": "ms"}}, 0
+            for name, t in tensors.items():
+                size = int(np.prod(t.shape, dtype=np.int64)) * np_dtype.itemsize
+                header[name] = {
+                    "dtype": _ST_NAME[np_dtype],
+                    "shape": list(t.shape),
+                    "data_offsets": [offset, offset + size],
+                }
+                offset += size
+            blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+            blob += b" " * (-len(blob) % 8)  # safetensors aligns the data section to 8 bytes
+            f.write(len(blob).to_bytes(8, "little") + blob)
+            for t in tensors.values():
+                f.write(np.ascontiguousarray(t.load(), dtype=np_dtype).tobytes())
+        else:
+            for name, t in tensors.items():
+                _write_ckpt_entries(f, name, np.ascontiguousarray(t.load(), dtype=np_dtype))
     logger.info("wrote %s (%d tensors, streamed)", path, len(tensors))
     return path
 
