@@ -32,7 +32,7 @@ def test_vocab_size_below_what_the_text_needs_is_a_clear_error(tmp_path):
 
 
 def test_cli_prints_one_line_not_a_traceback(tmp_path):
-    from mindrlhf.data.tokenizer import main
+    from mindrlhf.cli.tokenizer import main
 
     path = _text(tmp_path)
     assert (
