@@ -1,4 +1,5 @@
-"""mindrlhf.data: tokenizers (SentencePiece, Hugging Face tokenizer.json), CValues JSONL -> MindRecord, dataset schemas and readers, the demo corpus.
+"""mindrlhf.data: tokenizers (SentencePiece, Hugging Face tokenizer.json), CValues JSONL -> MindRecord, dataset
+schemas and readers, the demo corpus.
 
 Importing this package does not import MindSpore; the writer and reader import it when they run. Names are
 imported lazily (as in `mindrlhf/__init__.py`) so that `python -m mindrlhf.data.tokenizer` runs its module once,

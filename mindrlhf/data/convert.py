@@ -266,7 +266,7 @@ def convert_jsonl(
     tok = tokenizer if isinstance(tokenizer, TokenizerBase) else load_tokenizer(tokenizer, pad_token_id)
     if pad_token_id is not None and int(pad_token_id) != tok.pad_id:
         tok = load_tokenizer(tok.model_file, int(pad_token_id))
-    if chat_template:
+    if chat_template:  # a tokenizer without a (working) template fails here, before any output exists
         tok.encode_chat_prompts(["check that a template exists before any work"])
     lengths = {PROMPT_LEN: int(max_prompt_length), SEQ_LEN: int(seq_length)}
     summary = ConversionSummary(os.path.abspath(file_path), os.path.abspath(output_path), kind)
