@@ -30,6 +30,8 @@ setup(
         "pyyaml",
         "tqdm",
         "sentencepiece",
+        "tokenizers",  # Hugging Face tokenizer.json (Llama-3, Qwen2); not transformers
+        "jinja2",  # chat templates in tokenizer_config.json
         "safetensors",
     ],
     extras_require={

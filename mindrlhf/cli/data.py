@@ -1,8 +1,9 @@
 """Build the RLHF datasets from CValues-Comparison JSONL: PPO (default), reward-model comparisons, or SFT.
 
-    mindrlhf-data --tokenizer_name_or_path path/to/tokenizer.model \\
+    mindrlhf-data --tokenizer_name_or_path path/to/tokenizer.model|hf_tokenizer_dir \\
         --file_path train.jsonl --output_path ppo.mindrecord --max_prompt_length 2048 --seq_length 4096 \\
-        --pad_token_id 0 [--mode ppo|rm|sft|prompt [--columns answer]] [--on_error stop|skip] [--overwrite]
+        [--pad_token_id 0] [--mode ppo|rm|sft|prompt [--columns answer]] [--chat_template] \\
+        [--on_error stop|skip] [--overwrite]
     (also: python examples/rlhf_train_tutorial/rlhf_data.py ..., python -m mindrlhf.cli.data ...)
 
 Writes `<output_path>`, `<output_path>.db` and `<output_path>.meta.json`, all or nothing. The layout of every
@@ -29,7 +30,8 @@ def get_args(argv=None):
         "--tokenizer_name_or_path",
         required=True,
         help="SentencePiece tokenizer.model (Llama2's, or one trained with `python -m mindrlhf.data.tokenizer "
-        "train`), or a directory holding one",
+        "train`), a Hugging Face tokenizer.json (Llama-3, Qwen2; special tokens from the tokenizer_config.json "
+        "beside it), or a directory holding either",
     )
     parser.add_argument("--file_path", required=True, help="CValues-format JSONL input")
     parser.add_argument(
@@ -48,7 +50,11 @@ def get_args(argv=None):
         help="length of [BOS] + prompt + response + [EOS], right-padded",
     )
     parser.add_argument(
-        "--pad_token_id", type=int, default=0, help="id used for padding (0 in Llama2 configs)"
+        "--pad_token_id",
+        type=int,
+        default=None,
+        help="id used for padding (default: the tokenizer's pad_token from tokenizer_config.json; 0 for a "
+        "SentencePiece model, as in Llama2 configs)",
     )
     parser.add_argument(
         "--mode",
@@ -62,6 +68,12 @@ def get_args(argv=None):
         nargs="+",
         default=None,
         help="(--mode prompt) extra string fields to keep, e.g. answer (default: every string field of line 1)",
+    )
+    parser.add_argument(
+        "--chat_template",
+        action="store_true",
+        help="render each prompt as the user turn of the tokenizer's chat template (tokenizer_config.json), "
+        "ending with the assistant header, as an instruct model was trained; an error if it has none",
     )
     parser.add_argument(
         "--on_error",
@@ -105,6 +117,7 @@ def _convert(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         progress=not args.quiet and sys.stderr.isatty(),
         columns=args.columns,
+        chat_template=args.chat_template,
     )
     print(f"Total number of samples: {summary.rows}")  # the summary with skip counts is logged to stderr
     print(f"Transformation finished! Output file refer: {args.output_path}")

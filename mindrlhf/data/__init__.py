@@ -1,4 +1,5 @@
-"""mindrlhf.data: tokenizer, CValues JSONL -> MindRecord, dataset schemas and readers, the demo corpus.
+"""mindrlhf.data: tokenizers (SentencePiece, Hugging Face tokenizer.json), CValues JSONL -> MindRecord, dataset
+schemas and readers, the demo corpus.
 
 Importing this package does not import MindSpore; the writer and reader import it when they run. Names are
 imported lazily (as in `mindrlhf/__init__.py`) so that `python -m mindrlhf.data.tokenizer` runs its module once,
@@ -10,7 +11,9 @@ import importlib
 _EXPORTS = {
     "ConversionSummary": "mindrlhf.data.convert",
     "convert_jsonl": "mindrlhf.data.convert",
-    "layout_rows": "mindrlhf.data.convert",
+    "layout_rows": "mindrlhf.data.layout",
+    "HFTokenizer": "mindrlhf.data.hf_tokenizer",
+    "load_tokenizer": "mindrlhf.data.hf_tokenizer",
     "MindRecordBatches": "mindrlhf.data.reader",
     "load_meta": "mindrlhf.data.reader",
     "read_dataset": "mindrlhf.data.reader",
@@ -24,6 +27,7 @@ _EXPORTS = {
     "FieldSpec": "mindrlhf.data.schemas",
     "get_schema": "mindrlhf.data.schemas",
     "LlamaTokenizer": "mindrlhf.data.tokenizer",
+    "TokenizerBase": "mindrlhf.data.tokenizer",
     "pad_sequences": "mindrlhf.data.tokenizer",
     "train_sentencepiece": "mindrlhf.data.tokenizer",
     "AtomicMindRecordWriter": "mindrlhf.data.writer",

@@ -40,9 +40,13 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from mindrlhf.data.hf_tokenizer import Tokenizer, load_tokenizer
+from mindrlhf.data.layout import layout_rows
 from mindrlhf.data.schemas import PROMPT_LEN, SEQ_LEN, DataError, DatasetSchema, get_schema
-from mindrlhf.data.tokenizer import LlamaTokenizer
+from mindrlhf.data.tokenizer import TokenizerBase
 from mindrlhf.data.writer import AtomicMindRecordWriter
+
+__all__ = ["ConversionSummary", "convert_jsonl", "discover_string_columns", "layout_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -214,92 +218,10 @@ def _chunks(it: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
-def layout_rows(
-    kind: str,
-    prompts: Sequence[Sequence[int]],
-    responses: Sequence[Sequence[int]],
-    rejected: Optional[Sequence[Sequence[int]]],
-    *,
-    bos_id: int,
-    eos_id: int,
-    pad_id: int,
-    max_prompt_length: int,
-    seq_length: int,
-) -> Tuple[Dict[str, np.ndarray], List[Optional[str]]]:
-    """Lay token lists out as the columns of `kind` (see `schemas`): `{field: int32 [B, L]}` plus, per row,
-    None (keep) or the reason it does not fit (prompt_too_long / sequence_too_long; its row is left as padding).
-
-    `prompts[i]` / `responses[i]` / `rejected[i]` are token ids without BOS/EOS ("prompt" uses only `prompts`).
-    """
-    n = len(prompts)
-    reasons: List[Optional[str]] = [None] * n
-
-    def full(length: int, value: int) -> np.ndarray:
-        return np.full((n, length), value, dtype=np.int32)
-
-    def right(ids: np.ndarray, mask: np.ndarray, loss: Optional[np.ndarray], i: int, p, r) -> None:
-        seq = [bos_id, *p, *r, eos_id]
-        ids[i, : len(seq)] = seq
-        mask[i, : len(seq)] = 1
-        if loss is not None:
-            loss[i, 1 + len(p) : len(seq)] = 1  # response tokens and the EOS; never BOS, prompt or padding
-
-    cols: Dict[str, np.ndarray]
-    if kind == "prompt":
-        cols = {"prompt_ids": full(max_prompt_length, pad_id), "prompt_mask": full(max_prompt_length, 0)}
-    elif kind == "ppo":
-        cols = {
-            "prompt_ids": full(max_prompt_length, pad_id),
-            "prompt_mask": full(max_prompt_length, 0),
-            "pretrain_ids": full(seq_length, pad_id),
-            "pretrain_mask": full(seq_length, 0),
-            "loss_mask": full(seq_length, 0),
-        }
-    elif kind == "sft":
-        cols = {
-            "input_ids": full(seq_length, pad_id),
-            "attention_mask": full(seq_length, 0),
-            "loss_mask": full(seq_length, 0),
-        }
-    elif kind == "rm":
-        if rejected is None:
-            raise ValueError("rm rows need rejected responses")
-        cols = {
-            "chosen_ids": full(seq_length, pad_id),
-            "chosen_mask": full(seq_length, 0),
-            "rejected_ids": full(seq_length, pad_id),
-            "rejected_mask": full(seq_length, 0),
-        }
-    else:
-        get_schema(kind)  # raises the standard error
-        raise AssertionError(kind)
-
-    for i in range(n):
-        p, r = prompts[i], responses[i]
-        longest = max(len(r), len(rejected[i])) if kind == "rm" else len(r)
-        if 1 + len(p) > max_prompt_length:
-            reasons[i] = "prompt_too_long"
-            continue
-        if kind != "prompt" and 2 + len(p) + longest > seq_length:
-            reasons[i] = "sequence_too_long"
-            continue
-        if kind in ("ppo", "prompt"):
-            cols["prompt_ids"][i, max_prompt_length - 1 - len(p) :] = [bos_id, *p]
-            cols["prompt_mask"][i, max_prompt_length - 1 - len(p) :] = 1
-        if kind == "ppo":
-            right(cols["pretrain_ids"], cols["pretrain_mask"], cols["loss_mask"], i, p, r)
-        elif kind == "sft":
-            right(cols["input_ids"], cols["attention_mask"], cols["loss_mask"], i, p, r)
-        elif kind == "rm":
-            right(cols["chosen_ids"], cols["chosen_mask"], None, i, p, r)
-            right(cols["rejected_ids"], cols["rejected_mask"], None, i, p, rejected[i])
-    return cols, reasons
-
-
 def convert_jsonl(
     file_path: str,
     output_path: str,
-    tokenizer: Union[LlamaTokenizer, str],
+    tokenizer: Union[Tokenizer, str],
     kind: str = "ppo",
     max_prompt_length: int = 2048,
     seq_length: int = 4096,
@@ -309,11 +231,14 @@ def convert_jsonl(
     chunk_size: int = 2048,
     progress: bool = False,
     columns: Optional[Sequence[str]] = None,
+    chat_template: bool = False,
 ) -> ConversionSummary:
     """Convert a CValues-format JSONL file into a `kind` MindRecord dataset (layout in `schemas`).
 
-    `tokenizer` is a LlamaTokenizer or the path of a `tokenizer.model` (or its directory). `pad_token_id`
-    defaults to the tokenizer's. Work is done `chunk_size` lines at a time (batch tokenisation in C++
+    `tokenizer` is a tokenizer object or a path `load_tokenizer` takes (SentencePiece `tokenizer.model`, Hugging
+    Face `tokenizer.json`, or a directory). `pad_token_id` defaults to the tokenizer's. `chat_template` renders
+    each prompt as the user turn of the tokenizer's chat template (the rows' prompt is then the templated text,
+    with one BOS in front when the model uses BOS); a tokenizer without a template is a DataError. Work is done `chunk_size` lines at a time (batch tokenisation in C++
     threads, one `write_raw_data` per chunk). Raises DataError (naming file:line and field) on a stop;
     the output then does not exist. Returns the summary; its skip counts also go into the `.meta.json`.
 
@@ -338,12 +263,11 @@ def convert_jsonl(
         logger.info("%s: extra string columns %s", file_path, list(schema.string_columns) or "none")
     elif columns:
         schema.with_string_columns(columns)  # raises: this kind takes no extra columns
-    if isinstance(tokenizer, LlamaTokenizer):
-        tok = tokenizer
-        if pad_token_id is not None and int(pad_token_id) != tok.pad_id:
-            tok = LlamaTokenizer(tok.model_file, pad_token_id=int(pad_token_id))
-    else:
-        tok = LlamaTokenizer(tokenizer, pad_token_id=0 if pad_token_id is None else int(pad_token_id))
+    tok = tokenizer if isinstance(tokenizer, TokenizerBase) else load_tokenizer(tokenizer, pad_token_id)
+    if pad_token_id is not None and int(pad_token_id) != tok.pad_id:
+        tok = load_tokenizer(tok.model_file, int(pad_token_id))
+    if chat_template:  # a tokenizer without a (working) template fails here, before any output exists
+        tok.encode_chat_prompts(["check that a template exists before any work"])
     lengths = {PROMPT_LEN: int(max_prompt_length), SEQ_LEN: int(seq_length)}
     summary = ConversionSummary(os.path.abspath(file_path), os.path.abspath(output_path), kind)
     total = _count_lines(file_path)
@@ -361,7 +285,8 @@ def convert_jsonl(
             seen = 0
             for chunk in _chunks(_read_records(file_path, schema, on_error, summary), chunk_size):
                 records = [rec for _, rec in chunk]
-                p_tok = tok.encode_batch([r["prompt"] for r in records])
+                prompts = [r["prompt"] for r in records]
+                p_tok = tok.encode_chat_prompts(prompts) if chat_template else tok.encode_batch(prompts)
                 r_tok = tok.encode_batch([r["pos_resp"] for r in records]) if kind != "prompt" else None
                 n_tok = tok.encode_batch([r["neg_resp"] for r in records]) if kind == "rm" else None
                 cols, reasons = layout_rows(
@@ -369,7 +294,7 @@ def convert_jsonl(
                     p_tok,
                     r_tok if r_tok is not None else [()] * len(records),
                     n_tok,
-                    bos_id=tok.bos_id,
+                    bos_id=tok.bos_id if tok.add_bos else None,
                     eos_id=tok.eos_id,
                     pad_id=tok.pad_id,
                     max_prompt_length=lengths[PROMPT_LEN],
@@ -406,14 +331,7 @@ def convert_jsonl(
             w.commit(
                 {
                     "pad_token_id": tok.pad_id,
-                    "tokenizer": {
-                        "path": os.path.abspath(tok.model_file),
-                        "sha256": tok.sha256,
-                        "vocab_size": tok.vocab_size,
-                        "unk_id": tok.unk_id,
-                        "bos_id": tok.bos_id,
-                        "eos_id": tok.eos_id,
-                    },
+                    "tokenizer": dict(tok.describe(), chat_template_applied=bool(chat_template)),
                     "source": {"path": os.path.abspath(file_path), "lines": summary.lines},
                     "conversion": {
                         k: v for k, v in summary.to_json().items() if k in ("skipped", "rows_with_unk")

@@ -1,5 +1,8 @@
 """Llama tokenizer over SentencePiece, and training a small SentencePiece model for demos and tests.
 
+Hugging Face `tokenizer.json` tokenizers (Llama-3, Qwen2) are in `mindrlhf.data.hf_tokenizer`, which also has
+`load_tokenizer`, the one loader that picks the class for a path. Both classes share `TokenizerBase`.
+
 Ids follow Llama: unk=0, bos=1, eos=2. The SentencePiece model has no pad piece; the pad id is given
 separately (`pad_token_id`, 0 in the Llama2 configs, i.e. the unk id). Nothing here derives a mask from
 `ids == pad_id`: padding helpers return the attention mask with the ids.
@@ -29,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 TOKENIZER_FILE = "tokenizer.model"
+HF_TOKENIZER_FILE = "tokenizer.json"
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -47,21 +51,109 @@ def resolve_tokenizer_path(name_or_path: PathLike) -> str:
     if os.path.isdir(path):
         candidate = os.path.join(path, TOKENIZER_FILE)
         if not os.path.isfile(candidate):
+            hf = os.path.isfile(os.path.join(path, HF_TOKENIZER_FILE))
             raise DataError(
-                f"directory has no {TOKENIZER_FILE}; give the SentencePiece model file itself", path
+                f"directory has no {TOKENIZER_FILE}"
+                + (
+                    f"; its {HF_TOKENIZER_FILE} is a Hugging Face tokenizer: load it with "
+                    "mindrlhf.data.load_tokenizer"
+                    if hf
+                    else f" (SentencePiece) or {HF_TOKENIZER_FILE} (Hugging Face); give a directory holding "
+                    "one, or the file itself"
+                ),
+                path,
             )
         return candidate
     if os.path.isfile(path):
         return path
     raise DataError(
         "no such file or directory. Give a SentencePiece tokenizer.model (e.g. Llama2's, or one trained with "
-        "`python -m mindrlhf.data.tokenizer train`); tokenizer names cannot be downloaded here",
+        "`python -m mindrlhf.data.tokenizer train`) or a Hugging Face tokenizer directory (tokenizer.json, "
+        "tokenizer_config.json); tokenizer names cannot be downloaded here",
         path,
     )
 
 
-class LlamaTokenizer:
+class TokenizerBase:
+    """What every mindrlhf tokenizer offers on top of `encode_batch` / `decode` (see LlamaTokenizer, HFTokenizer).
+
+    Attributes the subclasses set: `vocab_size`, `bos_id` (None when the model has no BOS), `eos_id`, `pad_id`,
+    `unk_id` (None when there is none, as in byte-level BPE), `add_bos` (whether sequences start with BOS),
+    `model_file`, `sha256`, `chat_template` (Jinja source or None).
+    """
+
+    kind = "?"
+    add_bos = True
+    chat_template: Optional[str] = None
+
+    def _head(self, add_bos: bool) -> List[int]:
+        """`[BOS]` when asked for and the tokenizer's convention has one (`self.add_bos`), else `[]`."""
+        return [self.bos_id] if add_bos and self.add_bos and self.bos_id is not None else []
+
+    def decode_batch(
+        self, ids: np.ndarray, mask: Optional[np.ndarray] = None, stop_at_eos: bool = True
+    ) -> List[str]:
+        """Decode `ids [B, T]`, keeping positions where `mask [B, T]` is 1 and cutting at the first EOS."""
+        ids = np.asarray(ids)
+        texts = []
+        for b in range(ids.shape[0]):
+            row = ids[b] if mask is None else ids[b][np.asarray(mask[b]) == 1]
+            row = [int(i) for i in row]
+            if stop_at_eos and self.eos_id in row:
+                row = row[: row.index(self.eos_id)]
+            texts.append(self.decode(row))
+        return texts
+
+    def batch_encode_prompts(
+        self, texts: Sequence[str], max_length: int, add_bos: bool = True, truncate: bool = False
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """Encode prompts for generation: `([BOS] + tokens)` left-padded to `max_length` (no BOS when the
+        tokenizer has none, e.g. Qwen2).
+
+        Returns `input_ids [B, max_length]` and `attention_mask [B, max_length]`, both int32. A prompt longer
+        than `max_length` raises ValueError naming its index, unless `truncate` keeps its last tokens
+        (the BOS is kept in front).
+        """
+        seqs = self.encode_batch(texts, add_bos=add_bos)
+        nb = len(self._head(add_bos))
+        for i, seq in enumerate(seqs):
+            if len(seq) > max_length:
+                if not truncate:
+                    raise ValueError(
+                        f"prompt {i} has {len(seq)} tokens (BOS included), more than max_length={max_length}; "
+                        "raise max_length or pass truncate=True"
+                    )
+                seqs[i] = seq[:nb] + seq[len(seq) - max_length + nb :]
+        return pad_sequences(seqs, max_length, self.pad_id, side="left")
+
+    def encode_chat_prompts(self, prompts: Sequence[str]) -> List[List[int]]:
+        """Token ids of each prompt inside the chat template, without the leading BOS (the layout adds it)."""
+        raise DataError(
+            f"a {self.kind} tokenizer has no chat template; give the model's Hugging Face tokenizer directory "
+            "(tokenizer.json + tokenizer_config.json with a chat_template), or the tokenizer.json file "
+            "itself, or drop --chat_template",
+            self.model_file,
+            "chat_template",
+        )
+
+    def describe(self) -> dict:
+        """What the dataset metadata records about this tokenizer (`.meta.json` "tokenizer")."""
+        return {
+            "kind": self.kind,
+            "path": os.path.abspath(self.model_file),
+            "sha256": self.sha256,
+            "vocab_size": self.vocab_size,
+            "unk_id": self.unk_id,
+            "bos_id": self.bos_id,
+            "eos_id": self.eos_id,
+            "add_bos": self.add_bos,
+        }
+
+
+class LlamaTokenizer(TokenizerBase):
     """SentencePiece tokenizer with Llama's special ids (unk=0, bos=1, eos=2) and a separate pad id."""
+
+    kind = "sentencepiece"
 
     def __init__(self, model_file: PathLike, pad_token_id: int = 0, num_threads: int = 2):
         spm = _sentencepiece()
@@ -126,40 +218,6 @@ class LlamaTokenizer:
         """Text of `ids`; BOS/EOS (control pieces) are dropped. Pad/unk ids are not: pass only the real tokens,
         e.g. `ids[mask == 1]`, or use `decode_batch` with the mask."""
         return self.sp.decode([int(i) for i in ids])
-
-    def decode_batch(
-        self, ids: np.ndarray, mask: Optional[np.ndarray] = None, stop_at_eos: bool = True
-    ) -> List[str]:
-        """Decode `ids [B, T]`, keeping positions where `mask [B, T]` is 1 and cutting at the first EOS."""
-        ids = np.asarray(ids)
-        texts = []
-        for b in range(ids.shape[0]):
-            row = ids[b] if mask is None else ids[b][np.asarray(mask[b]) == 1]
-            row = [int(i) for i in row]
-            if stop_at_eos and self.eos_id in row:
-                row = row[: row.index(self.eos_id)]
-            texts.append(self.decode(row))
-        return texts
-
-    def batch_encode_prompts(
-        self, texts: Sequence[str], max_length: int, add_bos: bool = True, truncate: bool = False
-    ) -> Tuple[np.ndarray, np.ndarray]:
-        """Encode prompts for generation: `([BOS] + tokens)` left-padded to `max_length`.
-
-        Returns `input_ids [B, max_length]` and `attention_mask [B, max_length]`, both int32. A prompt longer
-        than `max_length` raises ValueError naming its index, unless `truncate` keeps its last tokens
-        (the BOS is kept in front).
-        """
-        seqs = self.encode_batch(texts, add_bos=add_bos)
-        for i, seq in enumerate(seqs):
-            if len(seq) > max_length:
-                if not truncate:
-                    raise ValueError(
-                        f"prompt {i} has {len(seq)} tokens (BOS included), more than max_length={max_length}; "
-                        "raise max_length or pass truncate=True"
-                    )
-                seqs[i] = (seq[:1] + seq[len(seq) - max_length + 1 :]) if add_bos else seq[-max_length:]
-        return pad_sequences(seqs, max_length, self.pad_id, side="left")
 
 
 def pad_sequences(seqs: Sequence[Sequence[int]], length: int, pad_id: int, side: str = "right"):
