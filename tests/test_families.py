@@ -19,7 +19,7 @@ from mindrlhf.configs.loader import ConfigError
 from mindrlhf.configs.run_config import load_run_config
 from mindrlhf.models.llama import LlamaConfig, LlamaForCausalLM, llama_param_shapes
 from mindrlhf.models.llama.rope import rope_inv_freq
-from mindrlhf.models.roles import build_role, value_param_shapes
+from mindrlhf.models.roles import build_role, freeze, value_param_shapes
 from mindrlhf.tools.convert_hf import ConversionError, config_from_hf, hf_to_ms
 from mindrlhf.utils.checkpoint import read_checkpoint
 
@@ -247,6 +247,22 @@ def test_linear_scaling_matches_transformers(tmp_path_factory, rng):
     assert np.abs(ours(_ms(ids)).asnumpy() - ref).max() <= 1e-4
 
 
+def test_a_tied_directory_that_still_stores_lm_head_converts_without_it(families, tmp_path):
+    """Older transformers wrote `lm_head.weight` even for tied models; the tied config decides."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    src = families["qwen2"][1]
+    shutil.copytree(src, tmp_path / "hf")
+    tensors = load_file(os.path.join(src, "model.safetensors"))
+    tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].copy()
+    save_file(tensors, str(tmp_path / "hf" / "model.safetensors"))
+    config, params = hf_to_ms(str(tmp_path / "hf"))
+    assert config.tie_word_embeddings and "lm_head.weight" not in params
+    assert sorted(params) == sorted(llama_param_shapes(config))
+
+
 def test_unsupported_variants_are_refused_with_the_field(families):
     with open(os.path.join(families["llama3"][1], "config.json")) as f:
         base = json.load(f)
@@ -296,11 +312,12 @@ def test_explicit_head_dim_is_kept_and_written():
 def test_every_role_builds_for_the_family(path):
     config = load_run_config(path).model_config
     actor = build_role(path, "causal_lm")
-    reference = build_role(path, "causal_lm")
+    reference = freeze(build_role(path, "causal_lm"))
     reward = build_role(path, "value")
     critic = build_role(path, "value")
     assert {p.name for p in actor.get_parameters()} == set(llama_param_shapes(config))
     assert {p.name for p in reference.get_parameters()} == set(llama_param_shapes(config))
+    assert reference.trainable_params() == []
     for value_model in (reward, critic):
         assert {p.name: tuple(p.shape) for p in value_model.get_parameters()} == value_param_shapes(config)
     ids, mask = _ms([[5, 6, 7, 8]]), _ms([[0, 1, 1, 1]])

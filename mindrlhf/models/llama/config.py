@@ -40,12 +40,8 @@ class LlamaConfig:
     theta: float = 10000.0  # RoPE base
     head_dim: Optional[int] = None  # per-head width; None means hidden_size / num_heads (every family here)
     qkv_has_bias: bool = False  # Qwen2: attention.wq/wk/wv carry a bias [out] (MindFormers' field)
-    tie_word_embeddings: bool = (
-        False  # the head reuses model.tok_embeddings.embedding_weight; no lm_head.weight
-    )
-    extend_method: str = (
-        "None"  # RoPE variant: None, linear, PI, LLAMA3 (rope.py; MindFormers' SeqExtendMethod)
-    )
+    tie_word_embeddings: bool = False  # the head is the embedding matrix; no lm_head.weight
+    extend_method: str = "None"  # RoPE variant: None, linear, PI, LLAMA3 (rope.py; MindFormers' names)
     scaling_factor: Union[float, Dict[str, Any]] = 1.0  # PI: a number; linear/LLAMA3: a mapping (rope.py)
     bos_token_id: int = 1
     eos_token_id: int = 2
