@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import HF_TINY
 
-from mindrlhf.tools import convert_hf
+from mindrlhf.tools import convert_hf, weights_io
 
 
 class _Array:
@@ -41,7 +41,7 @@ def test_streamed_ckpt_is_byte_identical_to_mindspore_save_checkpoint(tmp_path):
 
 def test_sliced_tensors_and_safetensors_output_load_in_mindspore(tmp_path, monkeypatch):
     arrays = _arrays()
-    monkeypatch.setattr(convert_hf, "_MS_SLICE_KB", 1)  # 24x16 float32 = 1.5 KB -> 2 entries, 40x16 -> 3
+    monkeypatch.setattr(weights_io, "_MS_SLICE_KB", 1)  # 24x16 float32 = 1.5 KB -> 2 entries, 40x16 -> 3
     convert_hf.write_checkpoint_streaming(
         {k: _Array(v) for k, v in arrays.items()}, str(tmp_path / "s.ckpt"), "float32"
     )

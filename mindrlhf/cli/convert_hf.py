@@ -1,4 +1,5 @@
-"""`mindrlhf-convert-hf` (also `python -m mindrlhf.tools.convert_hf`): Hugging Face Llama <-> MindSpore checkpoint.
+"""`mindrlhf-convert-hf` (also `python -m mindrlhf.tools.convert_hf`): Hugging Face Llama-2/3.x or Qwen2/2.5 <->
+MindSpore checkpoint.
 
     mindrlhf-convert-hf --hf-dir DIR --output OUT.ckpt --yaml-out OUT.yaml [--dtype float32]
     mindrlhf-convert-hf --reverse --ckpt IN.ckpt --yaml IN.yaml --hf-out DIR
@@ -23,7 +24,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--hf-dir", help="Hugging Face Llama directory (config.json + safetensors)")
+    parser.add_argument("--hf-dir", help="Hugging Face Llama or Qwen2 directory (config.json + safetensors)")
     parser.add_argument("--output", help="output MindSpore checkpoint (.ckpt or .safetensors)")
     parser.add_argument("--yaml-out", help="also write a MindFormers run YAML pointing at the checkpoint")
     parser.add_argument("--dtype", default="float32", choices=["float16", "float32"], help="checkpoint dtype")

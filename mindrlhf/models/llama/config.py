@@ -1,11 +1,17 @@
-"""LlamaConfig: MindFormers' `model.model_config` schema as a typed, validated dataclass."""
+"""LlamaConfig: MindFormers' `model.model_config` schema as a typed, validated dataclass.
+
+One config for the Llama-architecture families (docs/models.md has the field mapping per family):
+Llama-2 (the defaults), Llama-3.x (`theta` 5e5, `extend_method: LLAMA3` + `scaling_factor`, tied embeddings for
+3.2 1B/3B) and Qwen2/Qwen2.5 (`qkv_has_bias`, `theta` 1e6, `rms_norm_eps` 1e-6, tied for the small sizes).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 from mindrlhf.configs.loader import ConfigError, dataclass_from_dict
+from mindrlhf.models.llama.rope import check_scaling_factor, normalize_extend_method
 
 DTYPES = ("float32", "float16", "bfloat16")
 _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -13,7 +19,7 @@ _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 @dataclasses.dataclass
 class LlamaConfig:
-    """Llama2 hyper-parameters with MindFormers' field names (unknown MindFormers keys are accepted and ignored).
+    """Llama hyper-parameters with MindFormers' field names (unknown MindFormers keys are accepted and ignored).
 
     The FFN width follows MindFormers' `LlamaFeedForward`: `intermediate_size` when given, else
     `multiple_of * ceil(int(2 * int((ffn_dim_multiplier + 0.01) * 4H) / 3) / multiple_of)` (7B: 11008,
@@ -32,6 +38,11 @@ class LlamaConfig:
     intermediate_size: Optional[int] = None  # overrides the multiple_of rule when set
     rms_norm_eps: float = 1e-5
     theta: float = 10000.0  # RoPE base
+    head_dim: Optional[int] = None  # per-head width; None means hidden_size / num_heads (every family here)
+    qkv_has_bias: bool = False  # Qwen2: attention.wq/wk/wv carry a bias [out] (MindFormers' field)
+    tie_word_embeddings: bool = False  # the head is the embedding matrix; no lm_head.weight
+    extend_method: str = "None"  # RoPE variant: None, linear, PI, LLAMA3 (rope.py; MindFormers' names)
+    scaling_factor: Union[float, Dict[str, Any]] = 1.0  # PI: a number; linear/LLAMA3: a mapping (rope.py)
     bos_token_id: int = 1
     eos_token_id: int = 2
     pad_token_id: int = 0
@@ -74,16 +85,29 @@ class LlamaConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"must be a positive integer, got {getattr(self, name)}", field=name)
-        if self.hidden_size % self.num_heads:
-            raise ConfigError(
-                f"num_heads={self.num_heads} does not divide hidden_size={self.hidden_size}; "
-                "each head needs hidden_size/num_heads dimensions",
-                field="num_heads",
-            )
+        if self.head_dim is None:
+            if self.hidden_size % self.num_heads:
+                raise ConfigError(
+                    f"num_heads={self.num_heads} does not divide hidden_size={self.hidden_size}; "
+                    "each head needs hidden_size/num_heads dimensions (or set head_dim explicitly)",
+                    field="num_heads",
+                )
+            self.head_dim = self.hidden_size // self.num_heads
+        elif self.head_dim <= 0:
+            raise ConfigError(f"must be a positive integer, got {self.head_dim}", field="head_dim")
         if self.head_dim % 2:
             raise ConfigError(
-                f"head dim hidden_size/num_heads={self.head_dim} must be even for RoPE", field="num_heads"
+                f"head dim {self.head_dim} (hidden_size/num_heads or head_dim) must be even for RoPE",
+                field="head_dim" if self._explicit_head_dim else "num_heads",
             )
+        try:
+            self.extend_method = normalize_extend_method(self.extend_method)
+        except ValueError as exc:
+            raise ConfigError(str(exc), field="extend_method") from None
+        try:
+            check_scaling_factor(self.extend_method, self.scaling_factor)
+        except ValueError as exc:
+            raise ConfigError(str(exc), field="scaling_factor") from None
         if self.n_kv_heads is not None:
             if self.n_kv_heads <= 0 or self.num_heads % self.n_kv_heads:
                 raise ConfigError(
@@ -108,8 +132,8 @@ class LlamaConfig:
             raise ConfigError(f"must be >= 0, got {self.top_k}", field="top_k")
 
     @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
+    def _explicit_head_dim(self) -> bool:
+        return self.head_dim != self.hidden_size // self.num_heads or bool(self.hidden_size % self.num_heads)
 
     @property
     def num_kv_heads(self) -> int:
@@ -138,4 +162,9 @@ class LlamaConfig:
         return dataclass_from_dict(cls, data, source=source, prefix=prefix, allow_unknown=True)
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as a dict; `head_dim` is left out when it is the default hidden_size/num_heads, so a
+        config rebuilt from the dict (or a YAML written from it) follows a changed hidden_size."""
+        out = dataclasses.asdict(self)
+        if not self._explicit_head_dim:
+            del out["head_dim"]
+        return out

@@ -1,6 +1,8 @@
-"""Llama2 building blocks: RMSNorm, embedding, linear, rotary embedding, GQA attention, SwiGLU, decoder layer.
+"""Llama building blocks: RMSNorm, embedding, linear, GQA attention, SwiGLU, decoder layer (RoPE: `rope.py`).
 
-Parameter names and shapes follow MindFormers' Llama2 so its checkpoints load unchanged (see `model.py`).
+Parameter names and shapes follow MindFormers' Llama so its checkpoints load unchanged (see `model.py`). The
+families differ only by config: `qkv_has_bias` (Qwen2: `attention.wq/wk/wv.bias`), explicit `head_dim`, RMSNorm
+eps and the RoPE variant; the cells are the same.
 Shape comments: B batch, T new tokens, S key length (T without cache, the cache length with it), H hidden,
 nh query heads, nkv key/value heads, hd head dim, F FFN width.
 """
@@ -9,10 +11,13 @@ from __future__ import annotations
 
 import mindspore as ms
 import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
-from mindspore.common.initializer import Normal, One, initializer
+from mindspore import Parameter, nn, ops
+from mindspore.common.initializer import Normal, One, Zero, initializer
 
 from mindrlhf.models.llama.config import LlamaConfig
+from mindrlhf.models.llama.rope import RotaryEmbedding, apply_rope, rotate_half
+
+__all__ = ["RotaryEmbedding", "apply_rope", "rotate_half"]  # re-exported: their home before rope.py
 
 _MS_DTYPES = {"float32": ms.float32, "float16": ms.float16, "bfloat16": ms.bfloat16}
 
@@ -67,15 +72,24 @@ class Embedding(nn.Cell):
 
 
 class Linear(nn.Cell):
-    """y = x W^T with W `[out, in]` (named `weight`, no bias) computed in `compute_dtype`."""
+    """y = x W^T (+ b) with W `[out, in]` named `weight` and, when `has_bias`, b `[out]` named `bias` (zeros)."""
 
     def __init__(
-        self, in_dim: int, out_dim: int, compute_dtype: str, param_dtype: str, init_std: float = 0.02
+        self,
+        in_dim: int,
+        out_dim: int,
+        compute_dtype: str,
+        param_dtype: str,
+        init_std: float = 0.02,
+        has_bias: bool = False,
     ):
         super().__init__()
         self.weight = Parameter(
             initializer(Normal(init_std), (out_dim, in_dim), ms_dtype(param_dtype)), name="weight"
         )
+        self.has_bias = has_bias
+        if has_bias:
+            self.bias = Parameter(initializer(Zero(), (out_dim,), ms_dtype(param_dtype)), name="bias")
         self.in_dim = in_dim
         self.out_dim = out_dim
         self.compute_dtype = ms_dtype(compute_dtype)
@@ -92,54 +106,9 @@ class Linear(nn.Cell):
             y = self.matmul(w, x2d).transpose(1, 0)
         else:
             y = self.matmul(x2d, w)
+        if self.has_bias:
+            y = y + self.bias.astype(self.compute_dtype)
         return y.reshape(shape[:-1] + (self.out_dim,))
-
-
-def rotate_half(x):
-    """[x1, x2] -> [-x2, x1] on the last axis (the rotate-half RoPE layout of HF and MindFormers)."""
-    half = x.shape[-1] // 2
-    return ops.cat((-x[..., half:], x[..., :half]), -1)
-
-
-class RotaryEmbedding(nn.Cell):
-    """RoPE (Su et al. 2021) for integer positions `[B, T]`, returned as the `rope` tuple `apply_rope` takes.
-
-    T > 1: `(cos, sin)`, each `[B, 1, T, hd]`. T == 1 (a decode step): `(m,)` with `m [B, hd, hd]` such that
-    `x @ m[b] == x * cos + rotate_half(x) * sin` for row vectors x of batch row b: one small BatchMatMul per
-    query/key tensor instead of the seven kernels of the elementwise form (slices, negation, concat, products,
-    sum). A decode step is bound by kernel launches on CPU, not arithmetic (issue 9).
-    """
-
-    def __init__(self, head_dim: int, theta: float, dtype: str):
-        super().__init__()
-        inv_freq = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))
-        self.inv_freq = Tensor(inv_freq.astype(np.float32).reshape(1, 1, -1))  # (1, 1, hd/2)
-        self.dtype = ms_dtype(dtype)
-        half = head_dim // 2
-        rot = np.zeros((head_dim, head_dim), np.float32)  # x @ rot == rotate_half(x)
-        rot[np.arange(half) + half, np.arange(half)] = -1.0
-        rot[np.arange(half), np.arange(half) + half] = 1.0
-        self.eye = Tensor(np.eye(head_dim, dtype=np.float32).reshape(1, head_dim, head_dim))
-        self.rot = Tensor(rot.reshape(1, head_dim, head_dim))
-        self.head_dim = head_dim
-
-    def construct(self, position_ids):
-        freqs = position_ids.astype(ms.float32).expand_dims(-1) * self.inv_freq  # (B, T, hd/2)
-        emb = ops.cat((freqs, freqs), -1).expand_dims(1)  # (B, 1, T, hd)
-        cos, sin = ops.cos(emb), ops.sin(emb)
-        if position_ids.shape[1] == 1:  # diag(cos) + rot diag(sin): scales column j by cos_j / sin_j
-            cos, sin = cos.reshape(-1, 1, self.head_dim), sin.reshape(-1, 1, self.head_dim)
-            return ((self.eye * cos + self.rot * sin).astype(self.dtype),)
-        return cos.astype(self.dtype), sin.astype(self.dtype)
-
-
-def apply_rope(x, rope):
-    """Rotate `x [B, n, T, hd]` by the `rope` tuple of `RotaryEmbedding` (rotate-half layout)."""
-    if len(rope) == 1:  # T == 1: x @ m, batched over B
-        bsz, n, _, hd = x.shape
-        return ops.bmm(x.reshape(bsz, n, hd), rope[0].astype(x.dtype)).reshape(bsz, n, 1, hd)
-    cos, sin = rope
-    return x * cos.astype(x.dtype) + rotate_half(x) * sin.astype(x.dtype)
 
 
 class LlamaAttention(nn.Cell):
@@ -158,9 +127,10 @@ class LlamaAttention(nn.Cell):
         self.n_rep = self.n_heads // self.n_kv_heads
         self.head_dim = hd
         cd, pd = config.compute_dtype, config.param_init_type
-        self.wq = Linear(h, self.n_heads * hd, cd, pd)
-        self.wk = Linear(h, self.n_kv_heads * hd, cd, pd)
-        self.wv = Linear(h, self.n_kv_heads * hd, cd, pd)
+        bias = config.qkv_has_bias  # Qwen2: q/k/v carry a bias, wo does not
+        self.wq = Linear(h, self.n_heads * hd, cd, pd, has_bias=bias)
+        self.wk = Linear(h, self.n_kv_heads * hd, cd, pd, has_bias=bias)
+        self.wv = Linear(h, self.n_kv_heads * hd, cd, pd, has_bias=bias)
         self.wo = Linear(self.n_heads * hd, h, cd, pd)
         self.scale = 1.0 / float(np.sqrt(hd))
         self.softmax_dtype = ms_dtype(config.softmax_compute_type)

@@ -1,18 +1,24 @@
-"""Llama2 as MindFormers names it: `LlamaModel` (hidden states) and `LlamaForCausalLM` (logits).
+"""Llama as MindFormers names it: `LlamaModel` (hidden states) and `LlamaForCausalLM` (logits).
 
-Parameter table (i = layer; nh·hd = H; nkv = n_kv_heads; F = ffn width; V = vocab):
+Parameter table (i = layer; nh, nkv query/kv heads; hd head dim, nh·hd = H unless `head_dim` is set; F = ffn
+width; V = vocab). `[bias]`: only with `qkv_has_bias` (Qwen2); `[untied]`: absent with `tie_word_embeddings`,
+where the head multiplies by the embedding matrix (MindFormers ties the same way, so its checkpoints hold no
+lm_head either):
     model.tok_embeddings.embedding_weight        [V, H]
     model.layers.{i}.attention_norm.weight       [H]
     model.layers.{i}.attention.wq.weight         [nh*hd, H]
+    model.layers.{i}.attention.wq.bias           [nh*hd]        [bias]
     model.layers.{i}.attention.wk.weight         [nkv*hd, H]
+    model.layers.{i}.attention.wk.bias           [nkv*hd]       [bias]
     model.layers.{i}.attention.wv.weight         [nkv*hd, H]
+    model.layers.{i}.attention.wv.bias           [nkv*hd]       [bias]
     model.layers.{i}.attention.wo.weight         [H, nh*hd]
     model.layers.{i}.ffn_norm.weight             [H]
     model.layers.{i}.feed_forward.w1.weight      [F, H]   (gate)
     model.layers.{i}.feed_forward.w3.weight      [F, H]   (up)
     model.layers.{i}.feed_forward.w2.weight      [H, F]   (down)
     model.norm_out.weight                        [H]
-    lm_head.weight                               [V, H]
+    lm_head.weight                               [V, H]         [untied]
 
 Padding: rows may be left-padded; positions come from `attention_mask` (cumsum - 1) so every row computes what
 it would compute alone. The KV cache (`KVCache`) is preallocated with a static shape `[B, nkv, S, hd]` per layer
@@ -50,16 +56,18 @@ def llama_param_shapes(config: LlamaConfig, prefix: str = "model.") -> Dict[str,
     for i in range(config.num_layers):
         p = f"{prefix}layers.{i}."
         table[p + "attention_norm.weight"] = (h,)
-        table[p + "attention.wq.weight"] = (nh * hd, h)
-        table[p + "attention.wk.weight"] = (nkv * hd, h)
-        table[p + "attention.wv.weight"] = (nkv * hd, h)
+        for proj, out in (("wq", nh * hd), ("wk", nkv * hd), ("wv", nkv * hd)):
+            table[p + f"attention.{proj}.weight"] = (out, h)
+            if config.qkv_has_bias:
+                table[p + f"attention.{proj}.bias"] = (out,)
         table[p + "attention.wo.weight"] = (h, nh * hd)
         table[p + "ffn_norm.weight"] = (h,)
         table[p + "feed_forward.w1.weight"] = (f, h)
         table[p + "feed_forward.w2.weight"] = (h, f)
         table[p + "feed_forward.w3.weight"] = (f, h)
     table[f"{prefix}norm_out.weight"] = (h,)
-    table["lm_head.weight"] = (v, h)
+    if not config.tie_word_embeddings:
+        table["lm_head.weight"] = (v, h)
     return table
 
 
@@ -116,7 +124,9 @@ class LlamaModel(nn.Cell):
         self.norm_out = RMSNorm(
             config.hidden_size, config.rms_norm_eps, config.layernorm_compute_type, config.param_init_type
         )
-        self.rotary = RotaryEmbedding(config.head_dim, config.theta, config.rotary_dtype)
+        self.rotary = RotaryEmbedding(
+            config.head_dim, config.theta, config.rotary_dtype, config.extend_method, config.scaling_factor
+        )
         self.compute_dtype = ms_dtype(config.compute_dtype)
         self.mask_value = mask_value(ms_dtype(config.softmax_compute_type))
 
@@ -171,7 +181,11 @@ class LlamaModel(nn.Cell):
 
 
 class LlamaForCausalLM(nn.Cell):
-    """Llama2 language model: `model(input_ids, attention_mask=None)` -> float32 logits `[B, T, V]`."""
+    """Llama language model: `model(input_ids, attention_mask=None)` -> float32 logits `[B, T, V]`.
+
+    With `tie_word_embeddings` the head's weight *is* the embedding Parameter (one tensor, trained by both uses,
+    saved once as `model.tok_embeddings.embedding_weight`), as in MindFormers' LlamaForCausalLM.
+    """
 
     def __init__(self, config: LlamaConfig):
         super().__init__()
@@ -181,6 +195,8 @@ class LlamaForCausalLM(nn.Cell):
         self.lm_head = Linear(
             config.hidden_size, config.vocab_size, config.compute_dtype, config.param_init_type
         )
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.tok_embeddings.embedding_weight
 
     def construct(
         self, input_ids, attention_mask=None, position_ids=None, k_caches=None, v_caches=None, cache_slot=None
