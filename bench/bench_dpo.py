@@ -72,14 +72,14 @@ def parse_args(argv=None):
 
 
 def pairs(args) -> dict:
-    """`(warmup + iters) * B` pairs `{prompt, chosen, rejected: int [N, len]}`, ids in [3, vocab) (no pad, BOS
-    or EOS); a rejected answer's first token differs from the chosen one's. The same on both sides."""
+    """`(warmup + iters) * B` pairs `{prompt, chosen, rejected: int [N, len]}`, ids in [4, vocab) (no pad, BOS,
+    EOS or unk); a rejected answer's first token differs from the chosen one's. The same on both sides."""
     n = (args.warmup + args.iters) * args.batch
     rng = np.random.default_rng(0)
-    prompt = rng.integers(3, args.vocab, (n, args.prompt))
-    chosen = rng.integers(3, args.vocab, (n, args.response))
-    rejected = rng.integers(3, args.vocab, (n, args.response))
-    rejected[:, 0] = 3 + (chosen[:, 0] - 3 + 1) % (args.vocab - 3)
+    prompt = rng.integers(4, args.vocab, (n, args.prompt))
+    chosen = rng.integers(4, args.vocab, (n, args.response))
+    rejected = rng.integers(4, args.vocab, (n, args.response))
+    rejected[:, 0] = 4 + (chosen[:, 0] - 4 + 1) % (args.vocab - 4)
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
@@ -154,13 +154,15 @@ def run_trl(args) -> dict:
     policy = transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg))
     reference = transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg))
     reference.load_state_dict(policy.state_dict())
-    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(args.vocab)}, unk_token="t3"))
+    # Special tokens must not be substrings of words: the fast tokenizer splits "t123" around a special "t1".
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{f"w{i}": i for i in range(4, args.vocab)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="t0", bos_token="t1", eos_token="t2", unk_token="t3"
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
     )
     data = pairs(args)
-    text = {k: [" ".join(f"t{i}" for i in row) for row in v] for k, v in data.items()}
+    text = {k: [" ".join(f"w{i}" for i in row) for row in v] for k, v in data.items()}
     # TRL: prompt + " " separation is the tokenizer's (whitespace); completions get EOS appended -> P + R + 1.
     text["chosen"] = [" " + s for s in text["chosen"]]
     text["rejected"] = [" " + s for s in text["rejected"]]
@@ -186,8 +188,8 @@ def run_trl(args) -> dict:
             processing_class=tokenizer, callbacks=[Timer()],
         )  # fmt: skip
         sample = trainer.train_dataset[0]
-        length = len(sample["prompt_input_ids"]) + len(sample["chosen_input_ids"])
-        assert length == args.prompt + args.response + 1, length
+        assert sample["prompt_input_ids"] == data["prompt"][0].tolist(), sample["prompt_input_ids"]
+        assert sample["chosen_input_ids"] == [*data["chosen"][0].tolist(), 2], sample["chosen_input_ids"]
         trainer.train()
     ends = [t for name, t in steps if name == "end"]
     first_begin = next(t for name, t in steps if name == "begin")
