@@ -18,7 +18,9 @@ does for loss_type "ipo"). The `rm` dataset stores [BOS] + prompt + response + [
 so the response is taken to start where chosen and rejected first differ: every earlier token has the same
 context in both sequences, so its log-prob is the same in both and cancels in the DPO margin
 h = (pc - pr) - (rc - rr). The loss equals TRL's exactly; logps/* and rewards/chosen, rewards/rejected also
-count the answers' common first tokens (rewards/margins and rewards/accuracies do not change).
+count the answers' common first tokens (rewards/margins and rewards/accuracies do not change). For "ipo" the
+per-token mean runs over the tokens from that first difference on, so answers that share leading tokens get a
+larger normaliser in TRL than here.
 """
 
 from __future__ import annotations
