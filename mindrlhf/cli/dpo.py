@@ -114,12 +114,12 @@ def train(args, dist, config, run, params, train_data, eval_data) -> int:
         common.logger.warning("no --eval_dataset and eval_fraction=0: no held-out metrics will be reported")
     policy = LlamaForCausalLM(run.model_config)
     load_param_dict(policy, params, source=run.checkpoint_path, strict=True)
-    reference = build_reference(run.model_config, params, run.checkpoint_path, config.loss_type)
-    common.logger.info("policy and frozen reference initialised from %s", run.checkpoint_path)
+    # No local name for the reference: with precompute_ref_log_probs the trainer releases it after setup.
     trainer = DPOTrainer(
-        config, policy, reference, train_rows, eval_rows, args.save_dir,
-        loss_scale=run.section("runner_wrapper.scale_sense", {}),
+        config, policy, build_reference(run.model_config, params, run.checkpoint_path, config.loss_type),
+        train_rows, eval_rows, args.save_dir, loss_scale=run.section("runner_wrapper.scale_sense", {}),
     )  # fmt: skip
+    common.logger.info("policy and frozen reference initialised from %s", run.checkpoint_path)
     if args.resume:
         trainer.resume(args.resume)
     metrics = trainer.train(stop_at_step=args.stop_at_step)
