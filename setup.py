@@ -17,6 +17,7 @@ setup(
             "mindrlhf-train=mindrlhf.cli.train:main",
             "mindrlhf-sft=mindrlhf.cli.sft:main",
             "mindrlhf-rm=mindrlhf.cli.rm:main",
+            "mindrlhf-dpo=mindrlhf.cli.dpo:main",
             "mindrlhf-data=mindrlhf.cli.data:main",
             "mindrlhf-convert-hf=mindrlhf.cli.convert_hf:main",
             "mindrlhf-generate=mindrlhf.cli.generate:main",

@@ -32,7 +32,7 @@ TINY = dict(
     vocab_size=64,
     intermediate_size=48,
 )
-COMMANDS = ["train", "sft", "rm", "data", "convert_hf", "generate", "rank_table", "tokenizer"]
+COMMANDS = ["train", "sft", "rm", "dpo", "data", "convert_hf", "generate", "rank_table", "tokenizer"]
 
 
 def _env():
@@ -216,7 +216,7 @@ def test_tokenizer_module_run_prints_no_warning_on_a_real_call(tmp_path):
 
 
 def test_default_trainer_configs_are_package_data_linked_from_model_configs():
-    for kind in ("ppo", "sft", "rm"):
+    for kind in ("ppo", "sft", "rm", "dpo"):
         path = common.default_config_path(kind)
         assert os.path.dirname(path) == os.path.join(
             os.path.dirname(mindrlhf.__file__), "configs", "defaults"

@@ -112,6 +112,7 @@ class SupervisedTrainer:
             name,
         )
         self.step = 0  # optimiser steps completed (also the data position)
+        self.metric_prefix = f"{name}/"  # metrics-file keys: sft/loss, rm/accuracy (DPO: TRL's bare names)
         self.log_line = logging.getLogger(f"mindrlhf.{name}")
         self.metrics: Optional[MetricsWriter] = None
 
@@ -188,7 +189,7 @@ class SupervisedTrainer:
 
     def _log(self, pending: List[tuple], steps_per_s: float) -> Dict[str, float]:
         """Read back the losses of the last len(pending) steps; one log line and one metrics row (their means)."""
-        n = self.name
+        n, p = self.name, self.metric_prefix
         loss = np.array([float(out[0].asnumpy()) for out in pending])
         metrics = np.stack([out[1].asnumpy() for out in pending]).mean(0)  # [len(METRICS)], named below
         overflow = [bool(out[2].asnumpy()) for out in pending]
@@ -196,20 +197,20 @@ class SupervisedTrainer:
         loss_scale = self.train_step.state_dict()["loss_scale"]
         epoch = (self.step - 1) // len(self.batches)
         row = {
-            f"{n}/loss": float(loss.mean()),
-            **{f"{n}/{k}": v for k, v in losses.metrics_dict(self.metric_names, metrics).items()},
-            f"{n}/grad_norm": float(pending[-1][3].asnumpy()),
-            f"{n}/lr": lr,
-            f"{n}/loss_scale": loss_scale,
-            f"{n}/overflow_steps": float(sum(overflow)),
-            f"{n}/epoch": float(epoch),
+            f"{p}loss": float(loss.mean()),
+            **{f"{p}{k}": v for k, v in losses.metrics_dict(self.metric_names, metrics).items()},
+            f"{p}grad_norm": float(pending[-1][3].asnumpy()),
+            f"{p}lr": lr,
+            f"{p}loss_scale": loss_scale,
+            f"{p}overflow_steps": float(sum(overflow)),
+            f"{p}epoch": float(epoch),
             "perf/steps_per_s": steps_per_s,
         }
-        extra = "".join(f" | {k}: [{row[f'{n}/{k}']:.4f}]" for k in self.line_metrics)
+        extra = "".join(f" | {k}: [{row[f'{p}{k}']:.4f}]" for k in self.line_metrics)
         self.log_line.info(
             "%s Step: %d/%d | %s Epoch: %d | loss: [%.6f]%s | lr: [%.6g] | is overflow: %s | loss scale: %s | "
             "steps/s: %.2f",
-            n.upper(), self.step, self.total_steps, n.upper(), epoch, row[f"{n}/loss"], extra, lr, any(overflow),
+            n.upper(), self.step, self.total_steps, n.upper(), epoch, row[f"{p}loss"], extra, lr, any(overflow),
             loss_scale, row["perf/steps_per_s"],
         )  # fmt: skip
         if self.metrics is not None:
