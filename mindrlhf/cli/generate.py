@@ -63,13 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_tokenizer(path: str, pad_token_id: int):
-    try:
-        from mindrlhf.data.tokenizer import LlamaTokenizer
-    except ImportError as exc:
-        raise SystemExit(
-            f"error: the tokenizer is not available ({exc}); pass --prompt_ids instead"
-        ) from None
-    return LlamaTokenizer.from_pretrained(path, pad_token_id=pad_token_id)
+    """SentencePiece tokenizer.model or a Hugging Face tokenizer.json / directory (`load_tokenizer` picks)."""
+    from mindrlhf.data import load_tokenizer
+
+    return load_tokenizer(path, pad_token_id=pad_token_id)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

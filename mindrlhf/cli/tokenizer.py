@@ -29,7 +29,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tr.add_argument("--model_type", default="bpe", choices=["bpe", "unigram"])
     tr.add_argument("--no_byte_fallback", action="store_true", help="unknown characters become unk (id 0)")
     enc = sub.add_parser("encode", help="print the ids and pieces of some text")
-    enc.add_argument("--model", required=True, help="tokenizer.model or a directory holding it")
+    enc.add_argument(
+        "--model", required=True, help="tokenizer.model, tokenizer.json, or a directory holding one"
+    )
     enc.add_argument("text", nargs="+")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -50,11 +52,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _encode(args: argparse.Namespace) -> int:
-    tok = LlamaTokenizer(args.model)
+    from mindrlhf.data import load_tokenizer
+
+    tok = load_tokenizer(args.model)  # tokenizer.model, tokenizer.json or a directory holding one
     for text in args.text:
         ids = tok.encode(text)
         print(ids)
-        print([tok.sp.id_to_piece(i) for i in ids])
+        sp = getattr(tok, "sp", None)  # SentencePiece shows its pieces; a tokenizer.json each id's text
+        print([sp.id_to_piece(i) if sp is not None else tok.decode([i]) for i in ids])
     return 0
 
 
