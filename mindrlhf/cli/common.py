@@ -208,12 +208,33 @@ def check_schedule(inputs: Inputs, config, batches_per_epoch: int, source: str) 
     )
 
 
-def check_resume(inputs: Inputs, resume: Optional[str]) -> None:
-    if resume:
-        inputs.check(
-            os.path.isfile(os.path.join(resume, "checkpoints", "latest")),
-            f"--resume {resume}: no checkpoints/latest there (nothing to resume; was it a save_dir of this trainer?)",
-        )
+def check_resume(
+    inputs: Inputs,
+    resume: Optional[str],
+    models: Optional[Dict[str, Any]] = None,
+    optimizers: Tuple[str, ...] = (),
+    state_keys: Tuple[str, ...] = (),
+    kind: Optional[str] = None,
+    config: Any = None,
+    save_dir: Optional[str] = None,
+) -> Optional[Dict[str, Any]]:
+    """`--resume DIR` checked like every other input (`mindrlhf.utils.resume.resume_problems`): latest, every
+    file present, readable, checksummed, shaped like `models` ({key: {name: shape} or None}); state.json; the
+    config's changes against the saved one. A torn last line of SAVE_DIR's metrics file is dropped (warning).
+    Returns the saved state (None when there is a problem or no --resume)."""
+    if not resume:
+        return None
+    from mindrlhf.utils.metrics import repair_metrics
+    from mindrlhf.utils.resume import resume_problems
+
+    problems, state = resume_problems(
+        resume, models or {}, optimizers, state_keys, kind, None if config is None else config.to_dict()
+    )
+    inputs.problems.extend(problems)
+    if config is not None:
+        for folder in {resume, save_dir or resume}:
+            inputs.check((p := repair_metrics(os.path.join(folder, config.metrics_file))) is None, p or "")
+    return None if problems else state
 
 
 def yaml_device_target(model_yaml: str) -> Optional[str]:

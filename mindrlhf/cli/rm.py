@@ -76,7 +76,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                 )
             source = args.config or common.default_config_path("rm")
             common.check_schedule(inputs, config, n_train // config.batch_size, source)
-    common.check_resume(inputs, args.resume)
+    from mindrlhf.models.roles import value_param_shapes
+
+    common.check_resume(
+        inputs, args.resume, {"model": None if run is None else value_param_shapes(run.model_config)},
+        ("model",), ("train_step",), "rm", config, args.save_dir,
+    )  # fmt: skip
     if inputs.problems:
         return inputs.report(PROG)
     return train(args, dist, config, run, params, train_data, eval_data)

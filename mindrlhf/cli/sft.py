@@ -77,7 +77,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         batches = common.open_dataset(inputs, args.dataset, "sft", config, run, shard=shard)
     if batches is not None:
         common.check_schedule(inputs, config, len(batches), args.config or common.default_config_path("sft"))
-    common.check_resume(inputs, args.resume)
+    common.check_resume(
+        inputs, args.resume, {"model": None if run is None else llama_param_shapes(run.model_config)},
+        ("model",), ("train_step",), "sft", config, args.save_dir,
+    )  # fmt: skip
     if inputs.problems:
         return inputs.report(PROG)
     return train(args, dist, config, run, params, parallel, batches)

@@ -94,9 +94,31 @@ def validate(inputs: common.Inputs, args: argparse.Namespace, overrides: List[st
             f"{args.reward_model_path}: vocab_size {b.vocab_size} differs from {args.sft_model_path}'s "
             f"{a.vocab_size}; the reward model must share the SFT tokenizer",
         )
-    common.check_resume(inputs, args.resume)
+    _check_resume(inputs, args, ppo, runs)
     loaded.update(ppo=ppo, sft_run=runs["sft"], reward_run=runs["reward"], dataset=dataset_info)
     return loaded
+
+
+def _check_resume(inputs: common.Inputs, args: argparse.Namespace, ppo, runs) -> None:
+    """--resume: files, checksums, shapes against both run YAMLs, state.json, the config changes."""
+    from mindrlhf.models.llama.model import llama_param_shapes
+    from mindrlhf.models.roles import value_param_shapes
+
+    sft, reward = runs["sft"], runs["reward"]
+    models = {
+        "actor": None if sft is None else llama_param_shapes(sft.model_config),
+        "critic": None if reward is None else value_param_shapes(reward.model_config),
+    }
+    state = common.check_resume(
+        inputs, args.resume, models, ("actor", "critic"),
+        ("kl_controller", "score_normalizer", "actor_step", "critic_step"), "ppo", ppo, args.save_dir,
+    )  # fmt: skip
+    if state is not None and ppo is not None:
+        inputs.check(
+            state["step"] <= ppo.num_iterations,
+            f"--resume {args.resume}: the run is at iteration {state['step']}, past num_iterations="
+            f"{ppo.num_iterations}; pass --num_iterations {state['step']} or more",
+        )
 
 
 def _inspect_dataset(path: str):

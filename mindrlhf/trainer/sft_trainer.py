@@ -31,7 +31,7 @@ from mindrlhf.configs.train_config import SFTConfig, _TrainConfig
 from mindrlhf.trainer import losses
 from mindrlhf.trainer.data_parallel import GlobalMean, GlobalSum, world_and_rank
 from mindrlhf.trainer.train_step import build_train_step
-from mindrlhf.utils.checkpoint import save_checkpoint
+from mindrlhf.utils.checkpoint import CheckpointError, save_checkpoint
 from mindrlhf.utils.metrics import MetricsWriter
 from mindrlhf.utils.run_state import load_run_state, save_run_state
 
@@ -246,14 +246,11 @@ class SupervisedTrainer:
         state = load_run_state(save_dir, {"model": self.model}, {"model": self.optimizer})
         self.train_step.load_state_dict(state["train_step"])
         self.step = int(state["step"])
-        changed = sorted(k for k, v in state.get("config", {}).items() if self.config.to_dict().get(k) != v)
-        if changed:
-            logger.warning(
-                "resuming with changed settings (%s): the continuation differs from an uninterrupted run",
-                ", ".join(changed),
-            )
+        now = self.config.to_dict()
+        for key in sorted(k for k, v in state.get("config", {}).items() if k in now and now[k] != v):
+            logger.info("resume: %s is %r (the saved run had %r)", key, now[key], state["config"][key])
         if self.step > self.total_steps:
-            raise ValueError(
+            raise CheckpointError(
                 f"{save_dir}: the checkpoint is at step {self.step}, past this run's {self.total_steps} steps; "
                 "raise --max_steps or --epochs"
             )

@@ -64,6 +64,39 @@ class MetricsWriter:
             self._tb.close()
 
 
+def repair_metrics(path: str) -> Optional[str]:
+    """Drop a torn last line (a run killed mid-write) from a metrics JSONL file, with a warning.
+
+    Returns None when the file is absent, whole or repaired; a problem message (file and line) when a line
+    other than the last is not JSON, which no crash explains.
+    """
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    bad = []
+    for number, line in enumerate(lines, 1):
+        try:
+            if line.strip():
+                json.loads(line)
+        except ValueError:
+            bad.append(number)
+    if not bad:
+        return None
+    if bad != [len(lines)]:
+        return (
+            f"{path}: line {bad[0]} is not JSON (and not a torn last line); fix or delete the file to resume"
+        )
+    from mindrlhf.utils.io import atomic_write
+
+    with atomic_write(path, binary=True) as f:
+        f.write(b"".join(line + b"\n" for line in lines[:-1]))
+    logger.warning("%s: dropped a torn last line %d (a run stopped while writing it)", path, len(lines))
+    return None
+
+
 def read_metrics(path: str):
     """All records of a metrics JSONL file, in order."""
     with open(path, encoding="utf-8") as f:
