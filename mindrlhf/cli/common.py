@@ -299,6 +299,10 @@ def start(prog: str, device_flag: Optional[str], model_yaml: str, save_dir: str)
         return fail(prog, exc)
     log_name = "train.log" if dist.is_main else f"train_rank{dist.rank}.log"
     setup_logging(log_file=os.path.join(save_dir, log_name))
+    if dist.is_main:  # a killed save's hidden temporaries (only of processes that no longer run)
+        from mindrlhf.utils.run_state import remove_stale_temporaries
+
+        remove_stale_temporaries(save_dir)
     if dist.world_size > 1:  # init_distributed logged it before the handlers existed
         logger.info(
             "rank %d of %d (%s, launched by %s)", dist.rank, dist.world_size, dist.backend, dist.launcher
@@ -347,6 +351,33 @@ def set_context(run, device_target: str, seed: int) -> None:
         "PyNative" if mode == ms.PYNATIVE_MODE else "GRAPH",
         seed,
     )
+
+
+def run_training(prog: str, trainer: Any, body: Callable[[], Any], save_dir: str) -> int:
+    """Run `body()` (the training loop) with SIGINT/SIGTERM turned into a clean stop (`mindrlhf.utils.signals`).
+
+    Exit codes: 0 done; 130/143 stopped by SIGINT/SIGTERM after a checkpoint (the message says how to resume);
+    1 for a MindRLHFError raised while training (e.g. a full disk during a save: the message names the file
+    and the last good checkpoint).
+    """
+    from mindrlhf.utils import signals
+
+    signals.install()
+    try:
+        body()
+    except MindRLHFError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signals.uninstall()
+    if getattr(trainer, "stopped_by", None):
+        print(
+            f"{prog}: stopped by {trainer.stopped_by}; the checkpoint in {os.path.join(save_dir, 'checkpoints')} "
+            f"continues the run: add --resume {save_dir}",
+            file=sys.stderr,
+        )
+        return signals.exit_code() or 128 + 15
+    return 0
 
 
 def run_tool(prog: str, body: Callable[[], int]) -> int:

@@ -117,12 +117,15 @@ def train(args, dist, config, run, params, train_data, eval_data) -> int:
     )
     if args.resume:
         trainer.resume(args.resume)
-    metrics = trainer.train(stop_at_step=args.stop_at_step)
-    common.logger.info(
-        "done: %d steps, held-out accuracy %.4f; model: %s", trainer.step, metrics.get("eval/accuracy", float("nan")),
-        os.path.join(args.save_dir, "model.yaml"),
-    )  # fmt: skip
-    return 0
+
+    def run() -> None:
+        metrics = trainer.train(stop_at_step=args.stop_at_step)
+        common.logger.info(
+            "done: %d steps, held-out accuracy %.4f; model: %s", trainer.step,
+            metrics.get("eval/accuracy", float("nan")), os.path.join(args.save_dir, "model.yaml"),
+        )  # fmt: skip
+
+    return common.run_training(PROG, trainer, run, args.save_dir)
 
 
 if __name__ == "__main__":

@@ -110,15 +110,18 @@ def train(args, dist, config, run, params, parallel, batches) -> int:
     )  # fmt: skip
     if args.resume:
         trainer.resume(args.resume)
-    metrics = trainer.train(stop_at_step=args.stop_at_step)
-    if args.save_rank_weights:
-        path = save_checkpoint(model, os.path.join(args.save_dir, f"rank_{dist.rank}", "model.ckpt"))
-        common.logger.info("rank %d wrote its weights to %s (--save_rank_weights)", dist.rank, path)
-    common.logger.info(
-        "done: %d steps, last loss %.4f; model: %s", trainer.step, metrics.get("sft/loss", float("nan")),
-        os.path.join(args.save_dir, "model.yaml"),
-    )  # fmt: skip
-    return 0
+
+    def run() -> None:
+        metrics = trainer.train(stop_at_step=args.stop_at_step)
+        if args.save_rank_weights:
+            path = save_checkpoint(model, os.path.join(args.save_dir, f"rank_{dist.rank}", "model.ckpt"))
+            common.logger.info("rank %d wrote its weights to %s (--save_rank_weights)", dist.rank, path)
+        common.logger.info(
+            "done: %d steps, last loss %.4f; model: %s", trainer.step, metrics.get("sft/loss", float("nan")),
+            os.path.join(args.save_dir, "model.yaml"),
+        )  # fmt: skip
+
+    return common.run_training(PROG, trainer, run, args.save_dir)
 
 
 if __name__ == "__main__":

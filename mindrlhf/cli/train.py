@@ -188,12 +188,15 @@ def train(args, dist, loaded, parallel) -> int:
     )  # fmt: skip
     if args.resume:
         trainer.resume(args.resume)
-    metrics = trainer.train(stop_after=args.stop_after)
-    common.logger.info(
-        "done: %d iterations, last mean score %.4f, KL %.4f; outputs in %s", trainer.iteration,
-        metrics.get("env/score_mean", float("nan")), metrics.get("objective/kl", float("nan")), args.save_dir,
-    )  # fmt: skip
-    return 0
+
+    def run() -> None:
+        metrics = trainer.train(stop_after=args.stop_after)
+        common.logger.info(
+            "done: %d iterations, last mean score %.4f, KL %.4f; outputs in %s", trainer.iteration,
+            metrics.get("env/score_mean", float("nan")), metrics.get("objective/kl", float("nan")), args.save_dir,
+        )  # fmt: skip
+
+    return common.run_training(PROG, trainer, run, args.save_dir)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from mindrlhf.trainer.experience import Experience, PromptBatches  # noqa: F401 
 from mindrlhf.trainer.losses import metrics_dict
 from mindrlhf.trainer.ppo_cells import ActorLoss, CriticLoss, ScoringForwards
 from mindrlhf.trainer.train_step import build_train_step
+from mindrlhf.utils import signals
 from mindrlhf.utils.metrics import MetricsWriter
 from mindrlhf.utils.run_state import load_run_state, save_run_state
 
@@ -93,6 +94,7 @@ class PPOTrainer:
         )
         self.score_normalizer = ppo_math.ScoreNormalizer(c.normalize_scores, c.score_clip)
         self.iteration = 0  # iterations completed
+        self.stopped_by: Optional[str] = None  # the signal that stopped `train()` early, if one did
         self.metrics: Optional[MetricsWriter] = None
 
     # ------------------------------------------------------------------------------------------ experience
@@ -306,15 +308,35 @@ class PPOTrainer:
                 self.metrics.write(self.iteration, last)
             bar.set_postfix(score=f"{last['env/score_mean']:.3f}", kl=f"{last['objective/kl']:.3f}")
             self.iteration += 1
-            if self.is_main and (
-                (c.save_interval and self.iteration % c.save_interval == 0) or self.iteration == end
-            ):
+            save_now = (c.save_interval and self.iteration % c.save_interval == 0) or self.iteration == end
+            if self.is_main and save_now:
                 self.save()
+            if self.iteration < end and self._stop_requested():  # Ctrl-C / SIGTERM: a safe point
+                self._stop_on_signal(saved=bool(save_now))
+                break
         if self.metrics:
             self.metrics.close()
         return last
 
     # ------------------------------------------------------------------------------------------ checkpoints
+    def _stop_requested(self) -> bool:
+        """A SIGINT/SIGTERM asked to stop (`mindrlhf.utils.signals`); all ranks stop together if any rank got it."""
+        stop = float(signals.stop_requested())
+        if self.ranks.world > 1:
+            stop = float(self.ranks.sum(np.array([stop], np.float32))[0])
+        return stop > 0
+
+    def _stop_on_signal(self, saved: bool) -> None:
+        """Save (unless this iteration just did) and say where to resume from; `stopped_by` tells the caller."""
+        if self.is_main and not saved:
+            self.save()
+        self.stopped_by = signals.received() or "a signal on another rank"
+        logger.warning(
+            "stopped by %s after iteration %d of %d; checkpoint step_%06d in %s; continue with --resume %s",
+            self.stopped_by, self.iteration, self.config.num_iterations, self.iteration,
+            os.path.join(self.save_dir, "checkpoints"), self.save_dir,
+        )  # fmt: skip
+
     def _state(self):
         models = {"actor": self.actor, "critic": self.critic}
         optimizers = {"actor": self.actor_optimizer, "critic": self.critic_optimizer}

@@ -31,6 +31,7 @@ from mindrlhf.configs.train_config import SFTConfig, _TrainConfig
 from mindrlhf.trainer import losses
 from mindrlhf.trainer.data_parallel import GlobalMean, GlobalSum, world_and_rank
 from mindrlhf.trainer.train_step import build_train_step
+from mindrlhf.utils import signals
 from mindrlhf.utils.checkpoint import CheckpointError, save_checkpoint
 from mindrlhf.utils.metrics import MetricsWriter
 from mindrlhf.utils.run_state import load_run_state, save_run_state
@@ -112,6 +113,7 @@ class SupervisedTrainer:
             name,
         )
         self.step = 0  # optimiser steps completed (also the data position)
+        self.stopped_by: Optional[str] = None  # the signal that stopped `train()` early, if one did
         self.log_line = logging.getLogger(f"mindrlhf.{name}")
         self.metrics: Optional[MetricsWriter] = None
 
@@ -171,6 +173,12 @@ class SupervisedTrainer:
             if saving and self.is_main:  # 4. save (rank 0 only: data-parallel ranks hold identical weights)
                 self.save()
                 tick, timed_steps = time.perf_counter(), 0
+            if self.step < end and signals.stop_requested():  # Ctrl-C / SIGTERM: a safe point
+                if self.is_main and not saving:
+                    self.save()
+                self.stopped_by = signals.received()
+                logger.warning("stopped by %s after step %d", self.stopped_by, self.step)
+                break
         bar.close()
         if self.metrics is not None:
             self.metrics.close()
