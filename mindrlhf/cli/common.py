@@ -44,7 +44,7 @@ class Inputs:
         try:
             return fn(*args, **kwargs)
         except MindRLHFError as exc:
-            self.problems.append(str(exc))
+            self.problems.extend(getattr(exc, "problems", None) or [str(exc)])  # a YAML may have several
             return None
 
     def check(self, ok: bool, message: str) -> None:
