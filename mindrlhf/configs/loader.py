@@ -41,7 +41,10 @@ class ConfigError(MindRLHFError):
             return errors[0]
         exc = cls(f"{len(problems)} problems:\n  - " + "\n  - ".join(problems))
         exc.problems = problems
-        exc.source, exc.field = errors[0].source, errors[0].field  # the first problem's, for callers that look
+        exc.source, exc.field = (
+            errors[0].source,
+            errors[0].field,
+        )  # the first problem's, for callers that look
         return exc
 
 
