@@ -115,10 +115,10 @@ def train(args, dist, config, run, params, train_data, eval_data) -> int:
         args.save_dir,
         loss_scale=run.section("runner_wrapper.scale_sense", {}),
     )
-    if args.resume:
-        trainer.resume(args.resume)
 
     def run() -> None:
+        if args.resume:
+            trainer.resume(args.resume)
         metrics = trainer.train(stop_at_step=args.stop_at_step)
         common.logger.info(
             "done: %d steps, held-out accuracy %.4f; model: %s", trainer.step,

@@ -108,10 +108,10 @@ def train(args, dist, config, run, params, parallel, batches) -> int:
         config, model, batches, args.save_dir, loss_scale=run.section("runner_wrapper.scale_sense", {}),
         is_main=dist.is_main,
     )  # fmt: skip
-    if args.resume:
-        trainer.resume(args.resume)
 
     def run() -> None:
+        if args.resume:
+            trainer.resume(args.resume)
         metrics = trainer.train(stop_at_step=args.stop_at_step)
         if args.save_rank_weights:
             path = save_checkpoint(model, os.path.join(args.save_dir, f"rank_{dist.rank}", "model.ckpt"))

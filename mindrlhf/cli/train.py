@@ -186,10 +186,10 @@ def train(args, dist, loaded, parallel) -> int:
         eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id, save_dir=args.save_dir,
         loss_scale=sft_run.section("runner_wrapper.scale_sense", {}), is_main=dist.is_main,
     )  # fmt: skip
-    if args.resume:
-        trainer.resume(args.resume)
 
     def run() -> None:
+        if args.resume:
+            trainer.resume(args.resume)
         metrics = trainer.train(stop_after=args.stop_after)
         common.logger.info(
             "done: %d iterations, last mean score %.4f, KL %.4f; outputs in %s", trainer.iteration,
