@@ -98,3 +98,37 @@ def test_a_signal_mid_run_saves_says_how_to_resume_and_the_run_resumes(inputs, t
             inputs, save_dir, "--num_iterations", "8", "--save_interval", "100", "--resume", str(save_dir)
         )
         assert (save_dir / "checkpoints" / "latest").read_text().strip() == "step_000008"
+
+
+def test_sft_stops_at_the_next_step_with_a_checkpoint_when_a_signal_comes(tmp_path):
+    """In process: the signal arrives while step 3's batch is read; the loop saves step 3 and returns early
+    (no export), `stopped_by` says why, and the exit code would be 130."""
+    import numpy as np
+    from test_sft_rm import TINY, T
+
+    from mindrlhf.configs.train_config import SFTConfig
+    from mindrlhf.models.llama.model import LlamaForCausalLM
+    from mindrlhf.trainer.rm_trainer import ArrayBatches
+    from mindrlhf.trainer.sft_trainer import SFTTrainer
+    from mindrlhf.utils import signals
+
+    rows = {k: np.ones((8, T), np.int32) for k in ("input_ids", "attention_mask", "loss_mask")}
+
+    class SignalOnThirdBatch(ArrayBatches):
+        def iter_epoch(self, epoch, start=0):
+            for i, batch in enumerate(super().iter_epoch(epoch, start), start):
+                if epoch == 0 and i == 2:
+                    os.kill(os.getpid(), signal.SIGINT)
+                yield batch
+
+    trainer = SFTTrainer(SFTConfig(batch_size=2, epochs=3), LlamaForCausalLM(TINY), SignalOnThirdBatch(rows, 2),
+                         str(tmp_path))  # fmt: skip
+    signals.install()
+    try:
+        trainer.train()
+    finally:
+        signals.uninstall()
+    assert trainer.stopped_by == "SIGINT (Ctrl-C)" and signals.exit_code() == 130
+    assert trainer.step == 3 and trainer.total_steps == 12
+    assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_000003"
+    assert not (tmp_path / "model.ckpt").exists()  # stopped early: not exported

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from mindrlhf.configs.run_config import write_run_yaml
 from mindrlhf.configs.train_config import SFTConfig, _TrainConfig
 from mindrlhf.trainer import losses
-from mindrlhf.trainer.data_parallel import GlobalMean, GlobalSum, world_and_rank
+from mindrlhf.trainer.data_parallel import DataParallel, GlobalMean, GlobalSum, world_and_rank
 from mindrlhf.trainer.train_step import build_train_step
 from mindrlhf.utils import signals
 from mindrlhf.utils.checkpoint import CheckpointError, save_checkpoint
@@ -113,6 +113,7 @@ class SupervisedTrainer:
             name,
         )
         self.step = 0  # optimiser steps completed (also the data position)
+        self.world = world_and_rank()[0]
         self.stopped_by: Optional[str] = None  # the signal that stopped `train()` early, if one did
         self.log_line = logging.getLogger(f"mindrlhf.{name}")
         self.metrics: Optional[MetricsWriter] = None
@@ -173,7 +174,7 @@ class SupervisedTrainer:
             if saving and self.is_main:  # 4. save (rank 0 only: data-parallel ranks hold identical weights)
                 self.save()
                 tick, timed_steps = time.perf_counter(), 0
-            if self.step < end and signals.stop_requested():  # Ctrl-C / SIGTERM: a safe point
+            if self.step < end and self._stop_requested():  # Ctrl-C / SIGTERM: a safe point
                 if self.is_main and not saving:
                     self.save()
                 self.stopped_by = signals.received()
@@ -193,6 +194,16 @@ class SupervisedTrainer:
                 self.save_dir,
             )
         return last
+
+    def _stop_requested(self) -> bool:
+        """A SIGINT/SIGTERM asked to stop (`mindrlhf.utils.signals`). Data parallel: the ranks agree (any rank's
+        signal stops all) at log-interval steps only, so the loop keeps no host sync per step."""
+        stop = signals.stop_requested()
+        if self.world == 1:
+            return stop
+        if self.step % self.config.log_interval:
+            return False
+        return bool(DataParallel(self.world).sum(np.array([float(stop)]))[0] > 0)
 
     def _log(self, pending: List[tuple], steps_per_s: float) -> Dict[str, float]:
         """Read back the losses of the last len(pending) steps; one log line and one metrics row (their means)."""
