@@ -70,8 +70,8 @@ def test_a_finite_iteration_resets_the_streak(tmp_path):
         world = 1
 
     guard = NonFiniteScores(limit=2)
-    ok, none_left = guard.check(np.array([1.0, np.nan]), One(), 0)
-    assert ok.tolist() == [True, False] and not none_left and guard.streak == 1
+    ok, bad, total = guard.check(np.array([1.0, np.nan]), One(), 0)
+    assert ok.tolist() == [True, False] and (bad, total) == (1, 2) and guard.streak == 1
     guard.check(np.array([1.0, 2.0]), One(), 1)
     assert guard.streak == 0
     guard.check(np.array([np.inf, np.nan]), One(), 2)

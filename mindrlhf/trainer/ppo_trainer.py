@@ -96,7 +96,7 @@ class PPOTrainer:
         self.score_normalizer = ppo_math.ScoreNormalizer(c.normalize_scores, c.score_clip)
         self.iteration = 0  # iterations completed
         self.score_guard = NonFiniteScores(c.max_nonfinite_iterations)  # NaN/inf reward scores
-        self.score_ok, self.no_update = np.ones(0, np.float32), False  # of the current batch
+        self.score_ok, self.all_finite, self.no_update = np.ones(0, np.float32), True, False  # current batch
         self.stopped_by: Optional[str] = None  # the signal that stopped `train()` early, if one did
         self.metrics: Optional[MetricsWriter] = None
 
@@ -182,21 +182,22 @@ class PPOTrainer:
 
     def _shape_scores(self, scores: np.ndarray) -> np.ndarray:
         """Normalise/clip scores; the running statistics are updated with every rank's scores (rank order),
-        except those `_finite_scores` left out (their rows get 0)."""
-        ok = self.score_ok
-        if self.ranks.world == 1 and ok.all():
+        except those `_finite_scores` left out (NaN/inf: their rows get 0)."""
+        if self.all_finite and self.ranks.world == 1:  # (all_finite: global counts, alike on every rank)
             return self.score_normalizer(scores)
-        everyone = (
-            (scores, ok) if self.ranks.world == 1 else (self.ranks.gather(scores), self.ranks.gather(ok))
-        )
-        self.score_normalizer(everyone[0][everyone[1] > 0])  # identical update on every rank
-        return np.where(ok, self.score_normalizer(scores, update=False), 0.0)
+        if self.all_finite:
+            self.score_normalizer(self.ranks.gather(scores))  # identical update on every rank
+            return self.score_normalizer(scores, update=False)
+        ok = self.score_ok
+        pairs = (scores, ok) if self.ranks.world == 1 else (self.ranks.gather(scores), self.ranks.gather(ok))
+        self.score_normalizer(pairs[0][pairs[1] > 0])
+        return np.where(ok > 0, self.score_normalizer(scores, update=False), 0.0)
 
     def _finite_scores(self, scores: np.ndarray) -> np.ndarray:
         """NaN/inf reward scores `[B]` (`score_guard`): 0 instead, kept out of the running statistics
         (`_shape_scores`) and, through `score_ok` `[B]`, out of the losses; `no_update` when none is left."""
-        ok, self.no_update = self.score_guard.check(scores, self.ranks, self.iteration)
-        self.score_ok = ok.astype(np.float32)
+        ok, bad, total = self.score_guard.check(scores, self.ranks, self.iteration)
+        self.score_ok, self.all_finite, self.no_update = ok.astype(np.float32), bad == 0, bad == total
         return scores if ok.all() else np.where(ok, scores, 0.0)
 
     # ------------------------------------------------------------------------------------------ optimise

@@ -29,8 +29,8 @@ class NonFiniteScores:
         self.limit = int(limit)
         self.streak = 0
 
-    def check(self, scores: np.ndarray, ranks: Any, iteration: int) -> Tuple[np.ndarray, bool]:
-        """scores `[B]` of this rank -> (ok `[B]` bool: finite, none_left: no finite score on any rank).
+    def check(self, scores: np.ndarray, ranks: Any, iteration: int) -> Tuple[np.ndarray, int, int]:
+        """scores `[B]` of this rank -> (ok `[B]` bool: finite, bad, total: NaN/inf and all scores of all ranks).
 
         Counts are global over data-parallel ranks (`ranks.sum`), so every rank takes the same decisions."""
         ok = np.isfinite(scores)
@@ -39,7 +39,7 @@ class NonFiniteScores:
             bad, total = (int(x) for x in ranks.sum(np.array([bad, total], np.float64)))
         if not bad:
             self.streak = 0
-            return ok, False
+            return ok, 0, total
         self.streak += 1
         logger.warning(
             "iteration %d: %d of %d reward-model scores are NaN/inf; those responses are left out of the score "
@@ -53,4 +53,4 @@ class NonFiniteScores:
                 "model's weights and inputs (--reward_model_path); max_nonfinite_iterations sets the patience "
                 f"(now {self.limit})"
             )
-        return ok, bad == total
+        return ok, bad, total
