@@ -236,3 +236,14 @@ def test_a_torn_last_metrics_line_is_dropped_with_a_warning(tmp_path, caplog):
     path.write_text('{"step": 0}\n{"ste\n{"step": 2}\n')
     assert "line 2 is not JSON" in repair_metrics(str(path))
     assert json.loads(path.read_text().splitlines()[2]) == {"step": 2}  # not "repaired" away
+
+
+def test_a_resumed_metrics_writer_survives_a_torn_last_line(tmp_path):
+    from mindrlhf.utils.metrics import MetricsWriter
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 0, "loss": 1.0}\n{"step": 1, "loss": 0.5}\n{"step": 2, "lo')
+    writer = MetricsWriter(str(path), resume_step=1)
+    writer.write(2, {"loss": 0.25})
+    writer.close()
+    assert [(m["step"], m["loss"]) for m in read_metrics(str(path))] == [(0, 1.0), (1, 0.5), (2, 0.25)]

@@ -231,9 +231,10 @@ def check_resume(
         resume, models or {}, optimizers, state_keys, kind, None if config is None else config.to_dict()
     )
     inputs.problems.extend(problems)
-    if config is not None:
-        for folder in {resume, save_dir or resume}:
-            inputs.check((p := repair_metrics(os.path.join(folder, config.metrics_file))) is None, p or "")
+    if config is not None:  # the metrics file the resumed run appends to (cut back to the resumed step)
+        damaged = repair_metrics(os.path.join(save_dir or resume, config.metrics_file))
+        if damaged:
+            inputs.problems.append(damaged)
     return None if problems else state
 
 

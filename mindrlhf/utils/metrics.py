@@ -30,6 +30,7 @@ class MetricsWriter:
     def __init__(self, path: str, tensorboard_dir: Optional[str] = None, resume_step: Optional[int] = None):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         if resume_step is not None and os.path.exists(path):
+            repair_metrics(path)  # a torn last line (killed mid-write) must not block the resume
             with open(path, encoding="utf-8") as f:
                 kept = [
                     line for line in f if line.strip() and json.loads(line).get("step", -1) <= resume_step
