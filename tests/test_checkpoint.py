@@ -32,7 +32,7 @@ def test_save_load_round_trip(tmp_path, suffix):
     b = LlamaForCausalLM(LlamaConfig(**SMALL))
     path = str(tmp_path / f"m{suffix}")
     save_checkpoint(a, path, extra={"step": 3})
-    assert os.listdir(tmp_path) == [f"m{suffix}"]  # no temporary left behind
+    assert sorted(os.listdir(tmp_path)) == [f"m{suffix}", f"m{suffix}.sha256"]  # no temporary left behind
     assert load_checkpoint(b, path) == ["__meta__.step"]  # the extra entry is reported, not loaded
     wa, wb = _weights(a), _weights(b)
     assert all(np.array_equal(wa[n], wb[n]) for n in wa)
@@ -93,7 +93,7 @@ def test_failed_save_keeps_the_old_checkpoint_and_leaves_no_partial_file(tmp_pat
     monkeypatch.setattr(ms, "save_checkpoint", dying_save)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(model, path)
-    assert os.listdir(tmp_path) == ["m.ckpt"]
+    assert sorted(os.listdir(tmp_path)) == ["m.ckpt", "m.ckpt.sha256"]  # the old file and its checksum
     assert open(path, "rb").read() == original
 
 
@@ -106,6 +106,11 @@ def test_unreadable_checkpoint_is_one_clear_error(tmp_path):
     data = open(path, "rb").read()
     with open(path, "wb") as f:
         f.write(data[: len(data) // 3])
+    with pytest.raises(
+        CheckpointError, match="trunc.ckpt: checksum mismatch"
+    ):  # our file: its sha256 sidecar
+        read_checkpoint(path)
+    os.remove(path + ".sha256")  # a foreign file (no sidecar): MindSpore's reader fails, in one clear error
     with pytest.raises(CheckpointError, match="cannot read"):
         read_checkpoint(path)
 

@@ -44,7 +44,7 @@ class Inputs:
         try:
             return fn(*args, **kwargs)
         except MindRLHFError as exc:
-            self.problems.append(str(exc))
+            self.problems.extend(getattr(exc, "problems", None) or [str(exc)])  # a YAML may have several
             return None
 
     def check(self, ok: bool, message: str) -> None:
@@ -208,12 +208,34 @@ def check_schedule(inputs: Inputs, config, batches_per_epoch: int, source: str) 
     )
 
 
-def check_resume(inputs: Inputs, resume: Optional[str]) -> None:
-    if resume:
-        inputs.check(
-            os.path.isfile(os.path.join(resume, "checkpoints", "latest")),
-            f"--resume {resume}: no checkpoints/latest there (nothing to resume; was it a save_dir of this trainer?)",
-        )
+def check_resume(
+    inputs: Inputs,
+    resume: Optional[str],
+    models: Optional[Dict[str, Any]] = None,
+    optimizers: Tuple[str, ...] = (),
+    state_keys: Tuple[str, ...] = (),
+    kind: Optional[str] = None,
+    config: Any = None,
+    save_dir: Optional[str] = None,
+) -> Optional[Dict[str, Any]]:
+    """`--resume DIR` checked like every other input (`mindrlhf.utils.resume.resume_problems`): latest, every
+    file present, readable, checksummed, shaped like `models` ({key: {name: shape} or None}); state.json; the
+    config's changes against the saved one. A torn last line of SAVE_DIR's metrics file is dropped (warning).
+    Returns the saved state (None when there is a problem or no --resume)."""
+    if not resume:
+        return None
+    from mindrlhf.utils.metrics import repair_metrics
+    from mindrlhf.utils.resume import resume_problems
+
+    problems, state = resume_problems(
+        resume, models or {}, optimizers, state_keys, kind, None if config is None else config.to_dict()
+    )
+    inputs.problems.extend(problems)
+    if config is not None:  # the metrics file the resumed run appends to (cut back to the resumed step)
+        damaged = repair_metrics(os.path.join(save_dir or resume, config.metrics_file))
+        if damaged:
+            inputs.problems.append(damaged)
+    return None if problems else state
 
 
 def yaml_device_target(model_yaml: str) -> Optional[str]:
@@ -278,6 +300,10 @@ def start(prog: str, device_flag: Optional[str], model_yaml: str, save_dir: str)
         return fail(prog, exc)
     log_name = "train.log" if dist.is_main else f"train_rank{dist.rank}.log"
     setup_logging(log_file=os.path.join(save_dir, log_name))
+    if dist.is_main:  # a killed save's hidden temporaries (only of processes that no longer run)
+        from mindrlhf.utils.run_state import remove_stale_temporaries
+
+        remove_stale_temporaries(save_dir)
     if dist.world_size > 1:  # init_distributed logged it before the handlers existed
         logger.info(
             "rank %d of %d (%s, launched by %s)", dist.rank, dist.world_size, dist.backend, dist.launcher
@@ -326,6 +352,33 @@ def set_context(run, device_target: str, seed: int) -> None:
         "PyNative" if mode == ms.PYNATIVE_MODE else "GRAPH",
         seed,
     )
+
+
+def run_training(prog: str, trainer: Any, body: Callable[[], Any], save_dir: str) -> int:
+    """Run `body()` (the training loop) with SIGINT/SIGTERM turned into a clean stop (`mindrlhf.utils.signals`).
+
+    Exit codes: 0 done; 130/143 stopped by SIGINT/SIGTERM after a checkpoint (the message says how to resume);
+    1 for a MindRLHFError raised while training (e.g. a full disk during a save: the message names the file
+    and the last good checkpoint).
+    """
+    from mindrlhf.utils import signals
+
+    signals.install()
+    try:
+        body()
+    except MindRLHFError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signals.uninstall()
+    if getattr(trainer, "stopped_by", None):
+        print(
+            f"{prog}: stopped by {trainer.stopped_by}; the checkpoint in {os.path.join(save_dir, 'checkpoints')} "
+            f"continues the run: add --resume {save_dir}",
+            file=sys.stderr,
+        )
+        return signals.exit_code() or 128 + 15
+    return 0
 
 
 def run_tool(prog: str, body: Callable[[], int]) -> int:

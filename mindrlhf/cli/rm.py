@@ -76,7 +76,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                 )
             source = args.config or common.default_config_path("rm")
             common.check_schedule(inputs, config, n_train // config.batch_size, source)
-    common.check_resume(inputs, args.resume)
+    from mindrlhf.models.roles import value_param_shapes
+
+    common.check_resume(
+        inputs, args.resume, {"model": None if run is None else value_param_shapes(run.model_config)},
+        ("model",), ("train_step",), "rm", config, args.save_dir,
+    )  # fmt: skip
     if inputs.problems:
         return inputs.report(PROG)
     return train(args, dist, config, run, params, train_data, eval_data)
@@ -110,14 +115,17 @@ def train(args, dist, config, run, params, train_data, eval_data) -> int:
         args.save_dir,
         loss_scale=run.section("runner_wrapper.scale_sense", {}),
     )
-    if args.resume:
-        trainer.resume(args.resume)
-    metrics = trainer.train(stop_at_step=args.stop_at_step)
-    common.logger.info(
-        "done: %d steps, held-out accuracy %.4f; model: %s", trainer.step, metrics.get("eval/accuracy", float("nan")),
-        os.path.join(args.save_dir, "model.yaml"),
-    )  # fmt: skip
-    return 0
+
+    def run() -> None:
+        if args.resume:
+            trainer.resume(args.resume)
+        metrics = trainer.train(stop_at_step=args.stop_at_step)
+        common.logger.info(
+            "done: %d steps, held-out accuracy %.4f; model: %s", trainer.step,
+            metrics.get("eval/accuracy", float("nan")), os.path.join(args.save_dir, "model.yaml"),
+        )  # fmt: skip
+
+    return common.run_training(PROG, trainer, run, args.save_dir)
 
 
 if __name__ == "__main__":

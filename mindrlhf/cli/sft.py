@@ -77,7 +77,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         batches = common.open_dataset(inputs, args.dataset, "sft", config, run, shard=shard)
     if batches is not None:
         common.check_schedule(inputs, config, len(batches), args.config or common.default_config_path("sft"))
-    common.check_resume(inputs, args.resume)
+    common.check_resume(
+        inputs, args.resume, {"model": None if run is None else llama_param_shapes(run.model_config)},
+        ("model",), ("train_step",), "sft", config, args.save_dir,
+    )  # fmt: skip
     if inputs.problems:
         return inputs.report(PROG)
     return train(args, dist, config, run, params, parallel, batches)
@@ -105,17 +108,20 @@ def train(args, dist, config, run, params, parallel, batches) -> int:
         config, model, batches, args.save_dir, loss_scale=run.section("runner_wrapper.scale_sense", {}),
         is_main=dist.is_main,
     )  # fmt: skip
-    if args.resume:
-        trainer.resume(args.resume)
-    metrics = trainer.train(stop_at_step=args.stop_at_step)
-    if args.save_rank_weights:
-        path = save_checkpoint(model, os.path.join(args.save_dir, f"rank_{dist.rank}", "model.ckpt"))
-        common.logger.info("rank %d wrote its weights to %s (--save_rank_weights)", dist.rank, path)
-    common.logger.info(
-        "done: %d steps, last loss %.4f; model: %s", trainer.step, metrics.get("sft/loss", float("nan")),
-        os.path.join(args.save_dir, "model.yaml"),
-    )  # fmt: skip
-    return 0
+
+    def run() -> None:
+        if args.resume:
+            trainer.resume(args.resume)
+        metrics = trainer.train(stop_at_step=args.stop_at_step)
+        if args.save_rank_weights:
+            path = save_checkpoint(model, os.path.join(args.save_dir, f"rank_{dist.rank}", "model.ckpt"))
+            common.logger.info("rank %d wrote its weights to %s (--save_rank_weights)", dist.rank, path)
+        common.logger.info(
+            "done: %d steps, last loss %.4f; model: %s", trainer.step, metrics.get("sft/loss", float("nan")),
+            os.path.join(args.save_dir, "model.yaml"),
+        )  # fmt: skip
+
+    return common.run_training(PROG, trainer, run, args.save_dir)
 
 
 if __name__ == "__main__":

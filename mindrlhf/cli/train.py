@@ -94,9 +94,31 @@ def validate(inputs: common.Inputs, args: argparse.Namespace, overrides: List[st
             f"{args.reward_model_path}: vocab_size {b.vocab_size} differs from {args.sft_model_path}'s "
             f"{a.vocab_size}; the reward model must share the SFT tokenizer",
         )
-    common.check_resume(inputs, args.resume)
+    _check_resume(inputs, args, ppo, runs)
     loaded.update(ppo=ppo, sft_run=runs["sft"], reward_run=runs["reward"], dataset=dataset_info)
     return loaded
+
+
+def _check_resume(inputs: common.Inputs, args: argparse.Namespace, ppo, runs) -> None:
+    """--resume: files, checksums, shapes against both run YAMLs, state.json, the config changes."""
+    from mindrlhf.models.llama.model import llama_param_shapes
+    from mindrlhf.models.roles import value_param_shapes
+
+    sft, reward = runs["sft"], runs["reward"]
+    models = {
+        "actor": None if sft is None else llama_param_shapes(sft.model_config),
+        "critic": None if reward is None else value_param_shapes(reward.model_config),
+    }
+    state = common.check_resume(
+        inputs, args.resume, models, ("actor", "critic"),
+        ("kl_controller", "score_normalizer", "actor_step", "critic_step"), "ppo", ppo, args.save_dir,
+    )  # fmt: skip
+    if state is not None and ppo is not None:
+        inputs.check(
+            state["step"] <= ppo.num_iterations,
+            f"--resume {args.resume}: the run is at iteration {state['step']}, past num_iterations="
+            f"{ppo.num_iterations}; pass --num_iterations {state['step']} or more",
+        )
 
 
 def _inspect_dataset(path: str):
@@ -164,14 +186,17 @@ def train(args, dist, loaded, parallel) -> int:
         eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id, save_dir=args.save_dir,
         loss_scale=sft_run.section("runner_wrapper.scale_sense", {}), is_main=dist.is_main,
     )  # fmt: skip
-    if args.resume:
-        trainer.resume(args.resume)
-    metrics = trainer.train(stop_after=args.stop_after)
-    common.logger.info(
-        "done: %d iterations, last mean score %.4f, KL %.4f; outputs in %s", trainer.iteration,
-        metrics.get("env/score_mean", float("nan")), metrics.get("objective/kl", float("nan")), args.save_dir,
-    )  # fmt: skip
-    return 0
+
+    def run() -> None:
+        if args.resume:
+            trainer.resume(args.resume)
+        metrics = trainer.train(stop_after=args.stop_after)
+        common.logger.info(
+            "done: %d iterations, last mean score %.4f, KL %.4f; outputs in %s", trainer.iteration,
+            metrics.get("env/score_mean", float("nan")), metrics.get("objective/kl", float("nan")), args.save_dir,
+        )  # fmt: skip
+
+    return common.run_training(PROG, trainer, run, args.save_dir)
 
 
 if __name__ == "__main__":

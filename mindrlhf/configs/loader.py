@@ -6,10 +6,12 @@ each value against the field's type annotation and raises `ConfigError` naming t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import threading
 import typing
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import yaml
 
@@ -29,6 +31,44 @@ class ConfigError(MindRLHFError):
         super().__init__(f"{prefix}: {message}" if prefix else message)
         self.source = source
         self.field = field
+        self.problems: List[str] = [str(self)]  # several when `combined` (one per wrong field)
+
+    @classmethod
+    def combined(cls, errors: List[ConfigError]) -> ConfigError:
+        """One error carrying every problem of `errors` (entry points list them one per line)."""
+        problems = [p for e in errors for p in e.problems]
+        if len(problems) == 1:
+            return errors[0]
+        exc = cls(f"{len(problems)} problems:\n  - " + "\n  - ".join(problems))
+        exc.problems = problems
+        exc.source, exc.field = (
+            errors[0].source,
+            errors[0].field,
+        )  # the first problem's, for callers that look
+        return exc
+
+
+_collector = threading.local()
+
+
+@contextlib.contextmanager
+def collecting_problems() -> Iterator[List[ConfigError]]:
+    """Inside the block, `report_problem` appends to the yielded list instead of raising (one YAML, all its
+    problems: a config's `__post_init__` checks keep going after the first wrong field)."""
+    outer = getattr(_collector, "errors", None)
+    _collector.errors = []
+    try:
+        yield _collector.errors
+    finally:
+        _collector.errors = outer
+
+
+def report_problem(error: ConfigError) -> None:
+    """Raise `error`, or record it when inside `collecting_problems()`."""
+    errors = getattr(_collector, "errors", None)
+    if errors is None:
+        raise error
+    errors.append(error)
 
 
 def load_yaml(path: str) -> Dict[str, Any]:
@@ -156,34 +196,53 @@ def dataclass_from_dict(
 
     Unknown keys are ignored when `allow_unknown` (MindFormers YAMLs carry many we do not use), otherwise they
     are an error (our own configs, where an unknown key is a typo). Missing fields without a default are an error.
-    Errors raised by the dataclass's own `__post_init__` validation are re-raised with the source attached.
+    Every problem is reported at once (one ConfigError whose `problems` lists them): a mistyped field keeps its
+    default so the dataclass's own `__post_init__` checks still run, and those checks record each failure
+    (`report_problem`) instead of stopping at the first; the file is attached to each.
     """
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
+    errors: List[ConfigError] = []  # every problem of this mapping, reported together
     for key, value in data.items():
         name = f"{prefix}.{key}" if prefix else str(key)
         if key not in fields:
-            if allow_unknown:
-                continue
-            known = ", ".join(sorted(fields))
-            raise ConfigError(f"unknown field (known fields: {known})", source, name)
-        kwargs[key] = _check_value(value, hints[key], source, name)
+            if not allow_unknown:
+                known = ", ".join(sorted(fields))
+                errors.append(ConfigError(f"unknown field (known fields: {known})", source, name))
+            continue
+        try:
+            kwargs[key] = _check_value(value, hints[key], source, name)
+        except ConfigError as exc:  # the field keeps its default, so the checks below still run
+            errors.append(exc)
     for key, f in fields.items():
-        if (
-            key not in kwargs
-            and f.default is dataclasses.MISSING
-            and f.default_factory is dataclasses.MISSING
-        ):
+        if key not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             name = f"{prefix}.{key}" if prefix else key
-            raise ConfigError("required field is missing", source, name)
-    try:
-        return cls(**kwargs)
-    except ConfigError as exc:
-        if exc.source is None and source is not None:
-            field = f"{prefix}.{exc.field}" if prefix and exc.field else exc.field
-            raise ConfigError(str(exc).split(": ", 1)[-1] if exc.field else str(exc), source, field) from None
-        raise
+            errors.append(ConfigError("required field is missing", source, name))
+    if any(
+        k not in kwargs and f.default is f.default_factory is dataclasses.MISSING for k, f in fields.items()
+    ):
+        raise ConfigError.combined(errors)  # cannot build the object to run its own checks
+    with collecting_problems() as checks:
+        try:
+            obj = cls(**kwargs)
+        except ConfigError as exc:
+            checks.append(exc)
+        except (ArithmeticError, TypeError, ValueError):
+            if not (errors or checks):  # not a consequence of a field already reported: a bug
+                raise
+    errors.extend(_with_source(exc, source, prefix) for exc in checks)
+    if errors:
+        raise ConfigError.combined(errors)
+    return obj
+
+
+def _with_source(exc: ConfigError, source: Optional[str], prefix: str) -> ConfigError:
+    """A `__post_init__` error (raised without a file) with the file and the dotted field attached."""
+    if exc.source is not None or source is None or len(exc.problems) > 1:
+        return exc
+    field = f"{prefix}.{exc.field}" if prefix and exc.field else exc.field
+    return ConfigError(str(exc).split(": ", 1)[-1] if exc.field else str(exc), source, field)
 
 
 def parse_overrides(argv: Iterable[str]) -> Dict[str, str]:

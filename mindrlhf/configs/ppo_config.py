@@ -95,6 +95,9 @@ class PPOConfig(TrainerConfig):
     """Save a checkpoint every this many iterations (>= 0); 0 saves only at the end."""
     log_interval: int = 1
     """Log metrics every this many iterations (>= 1)."""
+    max_nonfinite_iterations: int = 3
+    """Stop with an error after this many iterations in a row with NaN/inf reward-model scores (>= 1); such
+    responses are left out of the score statistics and the update meanwhile."""
     metrics_file: str = "metrics.jsonl"
     """Metrics file name inside the run's save_dir (one JSON object per logged iteration)."""
 
@@ -110,6 +113,7 @@ class PPOConfig(TrainerConfig):
             "seq_length",
             "kl_horizon",
             "log_interval",
+            "max_nonfinite_iterations",
         ):
             _require(self, name, getattr(self, name) >= 1, "must be >= 1")
         for name in ("top_k", "save_interval", "seed"):

@@ -16,6 +16,7 @@ from mindrlhf.configs.loader import (
     dataclass_from_dict,
     load_yaml,
     parse_overrides,
+    report_problem,
 )
 
 LR_DECAYS = ("cosine", "linear", "constant")
@@ -23,8 +24,8 @@ LR_DECAYS = ("cosine", "linear", "constant")
 
 def require(config: Any, name: str, ok: bool, message: str) -> None:
     """Raise ConfigError naming field `name` (and its value) unless `ok`."""
-    if not ok:
-        raise ConfigError(f"{message}, got {getattr(config, name)!r}", field=name)
+    if not ok:  # recorded, not raised, while a YAML is loaded: all wrong fields are reported together
+        report_problem(ConfigError(f"{message}, got {getattr(config, name)!r}", field=name))
 
 
 @dataclasses.dataclass
@@ -52,7 +53,7 @@ class TrainerConfig:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"must be a finite number, got {value}", field=f.name)
+                report_problem(ConfigError(f"must be a finite number, got {value}", field=f.name))
         require(self, "warmup_steps", self.warmup_steps >= 0, "must be >= 0")
         require(self, "weight_decay", self.weight_decay >= 0, "must be >= 0")
         require(self, "adam_eps", self.adam_eps > 0, "must be > 0")

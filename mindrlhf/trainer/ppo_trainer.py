@@ -29,7 +29,9 @@ from mindrlhf.trainer.data_parallel import DataParallel
 from mindrlhf.trainer.experience import Experience, PromptBatches  # noqa: F401  (PromptBatches: re-exported)
 from mindrlhf.trainer.losses import metrics_dict
 from mindrlhf.trainer.ppo_cells import ActorLoss, CriticLoss, ScoringForwards
+from mindrlhf.trainer.score_guard import NonFiniteScores
 from mindrlhf.trainer.train_step import build_train_step
+from mindrlhf.utils import signals
 from mindrlhf.utils.metrics import MetricsWriter
 from mindrlhf.utils.run_state import load_run_state, save_run_state
 
@@ -93,6 +95,9 @@ class PPOTrainer:
         )
         self.score_normalizer = ppo_math.ScoreNormalizer(c.normalize_scores, c.score_clip)
         self.iteration = 0  # iterations completed
+        self.score_guard = NonFiniteScores(c.max_nonfinite_iterations)  # NaN/inf reward scores
+        self.score_ok, self.all_finite, self.no_update = np.ones(0, np.float32), True, False  # current batch
+        self.stopped_by: Optional[str] = None  # the signal that stopped `train()` early, if one did
         self.metrics: Optional[MetricsWriter] = None
 
     # ------------------------------------------------------------------------------------------ experience
@@ -133,10 +138,12 @@ class PPOTrainer:
             _np(x) for x in self.scoring(Tensor(sequences), Tensor(attention_mask))
         )
         t2 = time.perf_counter()
+        scores = self._finite_scores(scores)  # NaN/inf scores: 0, and out of the statistics and the losses
         ref_logprobs, values = ref_logprobs * response_mask, values * response_mask
         rewards, advantages, returns = self.advantages(
             scores, old_logprobs, ref_logprobs, values, response_mask
         )  # 3
+        response_mask = response_mask * self.score_ok[:, None]  # rows with a NaN/inf score: out of the losses
         self.timings = {"generate": t1 - t0, "score": t2 - t1, "advantages": time.perf_counter() - t2}
         f32 = np.float32
         return Experience(
@@ -174,16 +181,31 @@ class PPOTrainer:
         return rewards, advantages, returns
 
     def _shape_scores(self, scores: np.ndarray) -> np.ndarray:
-        """Normalise/clip scores; the running statistics are updated with every rank's scores (rank order)."""
-        if self.ranks.world == 1:
+        """Normalise/clip scores; the running statistics are updated with every rank's scores (rank order),
+        except those `_finite_scores` left out (NaN/inf: their rows get 0)."""
+        if self.all_finite and self.ranks.world == 1:  # (all_finite: global counts, alike on every rank)
             return self.score_normalizer(scores)
-        self.score_normalizer(self.ranks.gather(scores))  # identical update on every rank
-        return self.score_normalizer(scores, update=False)
+        if self.all_finite:
+            self.score_normalizer(self.ranks.gather(scores))  # identical update on every rank
+            return self.score_normalizer(scores, update=False)
+        ok = self.score_ok
+        pairs = (scores, ok) if self.ranks.world == 1 else (self.ranks.gather(scores), self.ranks.gather(ok))
+        self.score_normalizer(pairs[0][pairs[1] > 0])
+        return np.where(ok > 0, self.score_normalizer(scores, update=False), 0.0)
+
+    def _finite_scores(self, scores: np.ndarray) -> np.ndarray:
+        """NaN/inf reward scores `[B]` (`score_guard`): 0 instead, kept out of the running statistics
+        (`_shape_scores`) and, through `score_ok` `[B]`, out of the losses; `no_update` when none is left."""
+        ok, bad, total = self.score_guard.check(scores, self.ranks, self.iteration)
+        self.score_ok, self.all_finite, self.no_update = ok.astype(np.float32), bad == 0, bad == total
+        return scores if ok.all() else np.where(ok, scores, 0.0)
 
     # ------------------------------------------------------------------------------------------ optimise
     def train_step(self, exp: Experience) -> Dict[str, float]:
         """4. ppo_epochs passes of shuffled mini-batches; one actor and one critic update per mini-batch."""
         c = self.config
+        if self.no_update:  # every reward score was NaN/inf (`_finite_scores`): nothing to learn from
+            return {}
         b = exp.sequences.shape[0]
         sums: Dict[str, list] = {}
         first: Dict[str, float] = {}
@@ -306,15 +328,35 @@ class PPOTrainer:
                 self.metrics.write(self.iteration, last)
             bar.set_postfix(score=f"{last['env/score_mean']:.3f}", kl=f"{last['objective/kl']:.3f}")
             self.iteration += 1
-            if self.is_main and (
-                (c.save_interval and self.iteration % c.save_interval == 0) or self.iteration == end
-            ):
+            save_now = (c.save_interval and self.iteration % c.save_interval == 0) or self.iteration == end
+            if self.is_main and save_now:
                 self.save()
+            if self.iteration < end and self._stop_requested():  # Ctrl-C / SIGTERM: a safe point
+                self._stop_on_signal(saved=bool(save_now))
+                break
         if self.metrics:
             self.metrics.close()
         return last
 
     # ------------------------------------------------------------------------------------------ checkpoints
+    def _stop_requested(self) -> bool:
+        """A SIGINT/SIGTERM asked to stop (`mindrlhf.utils.signals`); all ranks stop together if any rank got it."""
+        stop = float(signals.stop_requested())
+        if self.ranks.world > 1:
+            stop = float(self.ranks.sum(np.array([stop], np.float32))[0])
+        return stop > 0
+
+    def _stop_on_signal(self, saved: bool) -> None:
+        """Save (unless this iteration just did) and say where to resume from; `stopped_by` tells the caller."""
+        if self.is_main and not saved:
+            self.save()
+        self.stopped_by = signals.received() or "a signal on another rank"
+        logger.warning(
+            "stopped by %s after iteration %d of %d; checkpoint step_%06d in %s; continue with --resume %s",
+            self.stopped_by, self.iteration, self.config.num_iterations, self.iteration,
+            os.path.join(self.save_dir, "checkpoints"), self.save_dir,
+        )  # fmt: skip
+
     def _state(self):
         models = {"actor": self.actor, "critic": self.critic}
         optimizers = {"actor": self.actor_optimizer, "critic": self.critic_optimizer}
@@ -331,6 +373,7 @@ class PPOTrainer:
         state = {
             "kl_controller": self.kl_controller.state_dict(),
             "score_normalizer": self.score_normalizer.state_dict(),
+            "nonfinite_streak": self.score_guard.streak,
             "actor_step": self.actor_step.state_dict(),
             "critic_step": self.critic_step.state_dict(),
             "config": self.config.to_dict(),
@@ -343,6 +386,7 @@ class PPOTrainer:
         state = load_run_state(save_dir, models, optimizers)
         self.kl_controller.load_state_dict(state["kl_controller"])
         self.score_normalizer.load_state_dict(state["score_normalizer"])
+        self.score_guard.streak = int(state.get("nonfinite_streak", 0))
         self.actor_step.load_state_dict(state["actor_step"])
         self.critic_step.load_state_dict(state["critic_step"])
         self.iteration = int(state["step"])

@@ -29,9 +29,10 @@ from tqdm import tqdm
 from mindrlhf.configs.run_config import write_run_yaml
 from mindrlhf.configs.train_config import SFTConfig, _TrainConfig
 from mindrlhf.trainer import losses
-from mindrlhf.trainer.data_parallel import GlobalMean, GlobalSum, world_and_rank
+from mindrlhf.trainer.data_parallel import DataParallel, GlobalMean, GlobalSum, world_and_rank
 from mindrlhf.trainer.train_step import build_train_step
-from mindrlhf.utils.checkpoint import save_checkpoint
+from mindrlhf.utils import signals
+from mindrlhf.utils.checkpoint import CheckpointError, save_checkpoint
 from mindrlhf.utils.metrics import MetricsWriter
 from mindrlhf.utils.run_state import load_run_state, save_run_state
 
@@ -113,6 +114,8 @@ class SupervisedTrainer:
         )
         self.step = 0  # optimiser steps completed (also the data position)
         self.metric_prefix = f"{name}/"  # metrics-file keys: sft/loss, rm/accuracy (DPO: TRL's bare names)
+        self.world = world_and_rank()[0]
+        self.stopped_by: Optional[str] = None  # the signal that stopped `train()` early, if one did
         self.log_line = logging.getLogger(f"mindrlhf.{name}")
         self.metrics: Optional[MetricsWriter] = None
 
@@ -172,6 +175,12 @@ class SupervisedTrainer:
             if saving and self.is_main:  # 4. save (rank 0 only: data-parallel ranks hold identical weights)
                 self.save()
                 tick, timed_steps = time.perf_counter(), 0
+            if self.step < end and self._stop_requested():  # Ctrl-C / SIGTERM: a safe point
+                if self.is_main and not saving:
+                    self.save()
+                self.stopped_by = signals.received()
+                logger.warning("stopped by %s after step %d", self.stopped_by, self.step)
+                break
         bar.close()
         if self.metrics is not None:
             self.metrics.close()
@@ -186,6 +195,16 @@ class SupervisedTrainer:
                 self.save_dir,
             )
         return last
+
+    def _stop_requested(self) -> bool:
+        """A SIGINT/SIGTERM asked to stop (`mindrlhf.utils.signals`). Data parallel: the ranks agree (any rank's
+        signal stops all) at log-interval steps only, so the loop keeps no host sync per step."""
+        stop = signals.stop_requested()
+        if self.world == 1:
+            return stop
+        if self.step % self.config.log_interval:
+            return False
+        return bool(DataParallel(self.world).sum(np.array([float(stop)]))[0] > 0)
 
     def _log(self, pending: List[tuple], steps_per_s: float) -> Dict[str, float]:
         """Read back the losses of the last len(pending) steps; one log line and one metrics row (their means)."""
@@ -247,14 +266,11 @@ class SupervisedTrainer:
         state = load_run_state(save_dir, {"model": self.model}, {"model": self.optimizer})
         self.train_step.load_state_dict(state["train_step"])
         self.step = int(state["step"])
-        changed = sorted(k for k, v in state.get("config", {}).items() if self.config.to_dict().get(k) != v)
-        if changed:
-            logger.warning(
-                "resuming with changed settings (%s): the continuation differs from an uninterrupted run",
-                ", ".join(changed),
-            )
+        now = self.config.to_dict()
+        for key in sorted(k for k, v in state.get("config", {}).items() if k in now and now[k] != v):
+            logger.info("resume: %s is %r (the saved run had %r)", key, now[key], state["config"][key])
         if self.step > self.total_steps:
-            raise ValueError(
+            raise CheckpointError(
                 f"{save_dir}: the checkpoint is at step {self.step}, past this run's {self.total_steps} steps; "
                 "raise --max_steps or --epochs"
             )

@@ -18,6 +18,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from mindrlhf.errors import MindRLHFError
+from mindrlhf.utils.integrity import ChecksumError, remove_checksum, verify_checksum, write_checksum
 from mindrlhf.utils.io import commit_file, temp_path_beside
 
 logger = logging.getLogger(__name__)
@@ -116,9 +117,17 @@ def _not_a_file_hint(path: str) -> str:
 
 
 def read_checkpoint(path: str) -> Dict[str, Tensor]:
-    """Read a checkpoint into `{name: Tensor}`; a missing or unreadable file raises one CheckpointError."""
+    """Read a checkpoint into `{name: Tensor}`; a missing or unreadable file raises one CheckpointError.
+
+    A file with a `.sha256` sidecar (every checkpoint `save_checkpoint` writes) is checked against it first
+    (a CheckpointError naming the file on a mismatch); foreign files load unchecked.
+    """
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint file not found" + _not_a_file_hint(path))
+    try:
+        verify_checksum(path)
+    except ChecksumError as exc:
+        raise CheckpointError(str(exc)) from None
     try:
         params = ms.load_checkpoint(path, format=_format_of(path))
     except Exception as exc:  # MindSpore raises ValueError/RuntimeError with long internal messages
@@ -226,7 +235,9 @@ def save_checkpoint(
 
     `extra` holds scalars/tensors stored beside the weights as `__meta__.<key>` (MindSpore's `append_dict`);
     loading ignores them when comparing with the model and returns their names. The file is
-    written as a hidden temporary in the same directory, fsynced, then renamed over `path` (folder fsynced).
+    written as a hidden temporary in the same directory, fsynced, then renamed over `path` (folder fsynced);
+    then its SHA-256 goes to `path.sha256` (`mindrlhf.utils.integrity`). The old sidecar is removed before the
+    rename, so a crash in between leaves a file without a sum (loaded unchecked), never one with a wrong sum.
     """
     fmt = _format_of(path)
     # MindSpore writes to a path itself (appending the suffix when absent): give it a temporary beside `path`,
@@ -235,10 +246,12 @@ def save_checkpoint(
     try:
         meta = {META_PREFIX + k: v for k, v in (extra or {}).items()} or None
         ms.save_checkpoint(_to_save_list(obj), tmp, append_dict=meta, format=fmt)
+        remove_checksum(path)
         commit_file(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    write_checksum(path)
     logger.info("saved checkpoint %s", path)
     return path

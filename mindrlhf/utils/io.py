@@ -51,6 +51,12 @@ def fsync_file(path: str) -> None:
         os.fsync(f.fileno())
 
 
+def temp_prefix(name: str) -> str:
+    """`.<name>.pid<PID>.`: temporaries name their writer, so a later run can remove a dead writer's leftovers
+    (`mindrlhf.utils.run_state.remove_stale_temporaries`) and never a live one's."""
+    return f".{name}.pid{os.getpid()}."
+
+
 def _parent(path: str) -> str:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -64,7 +70,7 @@ def temp_path_beside(path: str, suffix: str = "") -> str:
     Pass the result to `commit_file`, or delete it on failure.
     """
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{os.path.basename(path)}.", suffix=f".tmp{suffix}", dir=_parent(path)
+        prefix=temp_prefix(os.path.basename(path)), suffix=f".tmp{suffix}", dir=_parent(path)
     )
     os.close(fd)
     return tmp
@@ -86,7 +92,7 @@ def atomic_write(path: str, binary: bool = False, encoding: str = "utf-8") -> It
     On an exception the temporary file is removed, `path` keeps its old content (or stays absent) and the
     exception propagates. Parent folders are created.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=_parent(path))
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(os.path.basename(path)), suffix=".tmp", dir=_parent(path))
     try:
         with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else encoding) as f:
             yield f
@@ -112,7 +118,7 @@ def atomic_dir(path: str) -> Iterator[str]:
     """
     parent = _parent(path)
     name = os.path.basename(os.path.abspath(path))
-    tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=temp_prefix(name), suffix=".tmp", dir=parent)
     try:
         yield tmp
         for root, _, files in os.walk(tmp):
@@ -122,7 +128,7 @@ def atomic_dir(path: str) -> Iterator[str]:
         os.chmod(tmp, DIR_MODE)
         old = None
         if os.path.lexists(path):
-            old = tempfile.mkdtemp(prefix=f".{name}.", suffix=".old", dir=parent)
+            old = tempfile.mkdtemp(prefix=temp_prefix(name), suffix=".old", dir=parent)
             os.replace(path, os.path.join(old, name))
         try:
             os.replace(tmp, path)

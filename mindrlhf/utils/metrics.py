@@ -30,6 +30,7 @@ class MetricsWriter:
     def __init__(self, path: str, tensorboard_dir: Optional[str] = None, resume_step: Optional[int] = None):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         if resume_step is not None and os.path.exists(path):
+            repair_metrics(path)  # a torn last line (killed mid-write) must not block the resume
             with open(path, encoding="utf-8") as f:
                 kept = [
                     line for line in f if line.strip() and json.loads(line).get("step", -1) <= resume_step
@@ -62,6 +63,39 @@ class MetricsWriter:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def repair_metrics(path: str) -> Optional[str]:
+    """Drop a torn last line (a run killed mid-write) from a metrics JSONL file, with a warning.
+
+    Returns None when the file is absent, whole or repaired; a problem message (file and line) when a line
+    other than the last is not JSON, which no crash explains.
+    """
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    bad = []
+    for number, line in enumerate(lines, 1):
+        try:
+            if line.strip():
+                json.loads(line)
+        except ValueError:
+            bad.append(number)
+    if not bad:
+        return None
+    if bad != [len(lines)]:
+        return (
+            f"{path}: line {bad[0]} is not JSON (and not a torn last line); fix or delete the file to resume"
+        )
+    from mindrlhf.utils.io import atomic_write
+
+    with atomic_write(path, binary=True) as f:
+        f.write(b"".join(line + b"\n" for line in lines[:-1]))
+    logger.warning("%s: dropped a torn last line %d (a run stopped while writing it)", path, len(lines))
+    return None
 
 
 def read_metrics(path: str):
