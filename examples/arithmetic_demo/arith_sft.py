@@ -4,7 +4,9 @@
 
     while step < max_steps:
         1. train    SFTTrainer.train(stop_at_step=step + probe_every)   (one compiled TrainStep for the whole run)
-        2. probe    sampled (T=1) accuracy on `probe_pairs` (200 SFT problems) with mindrlhf.generate
+        2. probe    sampled (T=1) accuracy on `probe_pairs` (200 SFT problems) with mindrlhf.generate, every
+                    10 steps (the prototype probed every 25; in MindSpore, seed 0, that jumped from 23.5 % to
+                    38.5 % in one interval and left held-out sampled accuracy at 37 %, too close to the 40 % cap)
         3. stop     once it reaches `stop_accuracy` (25 %)
     export SAVE/model.ckpt + SAVE/model.yaml (what train.py --sft_model_path takes)
 
@@ -56,7 +58,7 @@ def run_sft(
     tokenizer,
     probe_pairs: Sequence[Pair],
     seed: int = 0,
-    probe_every: int = 25,
+    probe_every: int = 10,
     stop_accuracy: float = 0.25,
     max_steps: int = 1000,
 ) -> Dict[str, Any]:
