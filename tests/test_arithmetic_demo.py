@@ -147,3 +147,21 @@ def test_quick_demo_raises_held_out_accuracy(tmp_path):
     assert np.mean([r["reward"] for r in curve[-10:]]) > np.mean([r["reward"] for r in curve[:10]])
     for artefact in ("report.md", "arithmetic_curve.png", "sft/model.yaml", "rl_grpo/metrics.jsonl"):
         assert (out / artefact).exists(), artefact
+
+
+def test_estimator_table_mean_and_spread_by_hand():
+    from compare_estimators import markdown, table
+
+    def summary(before, after, greedy):
+        run = {"accuracy_after": {"sampled": after, "greedy": greedy}, "seconds": 100.0, "iterations": 300}
+        return {"accuracy_before": {"sampled": before, "greedy": 0.6}, "estimators": {"grpo": run}}
+
+    summaries = {0: summary(0.30, 0.80, 0.90), 1: summary(0.20, 0.50, 0.70), 2: summary(0.25, 0.65, 0.80)}
+    rows = table(summaries, ["grpo", "rloo"])
+    assert list(rows) == ["grpo"]  # an estimator no seed ran is left out, not reported as zeros
+    r = rows["grpo"]
+    assert r["seeds"] == 3
+    assert r["gain_mean"] == pytest.approx(40.0) and r["gain_min"] == pytest.approx(30.0)
+    assert r["gain_max"] == pytest.approx(50.0) and r["sampled_after_mean"] == pytest.approx(65.0)
+    assert r["greedy_after_mean"] == pytest.approx(80.0)
+    assert "| grpo | 3 | 300 | +40.0 [+30.0, +50.0] | 65.0 % | 80.0 % | 100 |" in markdown(rows, summaries)

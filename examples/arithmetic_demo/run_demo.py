@@ -46,12 +46,14 @@ FULL = {"rl_iterations": 300, "save_interval": 50}
 QUICK = {"rl_iterations": 150, "save_interval": 50}
 PROBE_SIZE = 200  # SFT problems whose sampled accuracy stops SFT
 ESTIMATORS = ("grpo", "dr_grpo", "rloo", "gae")
-# Per-estimator overrides on top of grpo_arith.yaml (Dr. GRPO: the loss normaliser of its paper).
+# Per-estimator overrides on top of grpo_arith.yaml: Dr. GRPO with the loss normaliser of its paper (sum over
+# tokens / (B * max_new_tokens)); PPO (gae) as usual, with a critic and whitened advantages. Same budget for all:
+# 256 responses (32 prompts x 8) per iteration, one optimiser step each.
 ESTIMATOR_OVERRIDES: Dict[str, List[str]] = {
     "grpo": [],
     "dr_grpo": ["--loss_agg", "seq_mean_token_sum_norm"],
     "rloo": [],
-    "gae": [],
+    "gae": ["--whiten_advantages", "true"],
 }
 
 
