@@ -165,3 +165,11 @@ def test_estimator_table_mean_and_spread_by_hand():
     assert r["gain_max"] == pytest.approx(50.0) and r["sampled_after_mean"] == pytest.approx(65.0)
     assert r["greedy_after_mean"] == pytest.approx(80.0)
     assert "| grpo | 3 | 300 | +40.0 [+30.0, +50.0] | 65.0 % | 80.0 % | 100 |" in markdown(rows, summaries)
+
+
+def test_reward_is_a_strict_string_match_unlike_a_numeric_one():
+    from arith_reward import exact_answer
+
+    responses = ["91", "2", "02", "91+3", "91=", " 91 ", "911111", ""]
+    answers = ["91", "02", "02", "91", "91", "91", "91", "0"]
+    assert exact_answer([""] * 8, responses, answers) == [1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0]

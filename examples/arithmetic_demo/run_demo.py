@@ -2,7 +2,7 @@
 reward raises its accuracy on problems it never saw in any stage.
 
     python examples/arithmetic_demo/run_demo.py [--output_dir output/arithmetic_demo] [--seed 0] [--quick]
-        [--estimators grpo,dr_grpo,rloo,gae] [--skip_rl]
+        [--estimators grpo,dr_grpo,rloo,gae] [--reward_func arith_reward:exact_answer] [--skip_rl]
 
 Stages (logs in OUT/logs/; the RL stage is the same train.py command a user would run):
     1. task       (here)  all 10,000 problems a+b, a,b < 100; strict split: ~1,000 held-out closed under swapping
@@ -13,7 +13,8 @@ Stages (logs in OUT/logs/; the RL stage is the same train.py command a user woul
     4. sft        (here)  mindrlhf's SFTTrainer from random weights, stopped once SAMPLED accuracy on a 200-problem
                           probe reaches 25 %, so the RL stage starts from a weak policy (arith_sft.py)
     5. before     (here)  held-out accuracy, sampled (T=1) and greedy, with mindrlhf.generate
-    6. rl         train.py --config grpo_arith.yaml --reward_funcs mindrlhf.rewards:accuracy, once per estimator
+    6. rl         train.py --config grpo_arith.yaml --reward_funcs arith_reward:exact_answer, once per estimator
+                          (strict string match; why not mindrlhf.rewards:accuracy: arith_reward.py)
     7. after      (here)  held-out accuracy of every saved checkpoint (the curve) and of the last one
 
 Writes OUT/summary.json, OUT/report.md and OUT/arithmetic_curve.png; the last line printed is summary.json's path.
@@ -58,14 +59,18 @@ ESTIMATOR_OVERRIDES: Dict[str, List[str]] = {
 
 
 def run_stage(name: str, cmd: List[str], logs: str) -> float:
-    """Run one subprocess stage, its output to logs/<name>.log; on failure show the log's tail and stop."""
+    """Run one subprocess stage (this folder added to PYTHONPATH), its output to logs/<name>.log; on failure show
+    the log's tail and stop."""
     start = time.time()
     log_path = os.path.join(logs, f"{name}.log")
     logger.info(
         "%s: %s", name, " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd[1:])
     )
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join(p for p in (HERE, os.environ.get("PYTHONPATH")) if p)
+        )
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     seconds = time.time() - start
     if proc.returncode != 0:
         with open(log_path, encoding="utf-8", errors="replace") as f:
@@ -119,12 +124,13 @@ def build_datasets(data: str, files: Dict[str, str], tokenizer, with_rl: bool, l
 
 
 def run_rl(estimator: str, sft_yaml: str, prompts: str, tokenizer, out: str, seed: int, sizes: Dict[str, int],
-           logs: str) -> float:  # fmt: skip
-    """Stage 6 for one estimator: train.py with grpo_arith.yaml, the exact-match reward and the digit tokenizer."""
+           reward_func: str, logs: str) -> float:  # fmt: skip
+    """Stage 6 for one estimator: train.py with grpo_arith.yaml, the exact-match reward and the digit tokenizer
+    (this folder on PYTHONPATH so train.py can import `arith_reward`)."""
     return run_stage(f"rl_{estimator}", [
         sys.executable, os.path.join(ROOT, "train.py"), "--sft_model_path", sft_yaml, "--dataset_dir", prompts,
         "--save_dir", out, "--config", os.path.join(HERE, "grpo_arith.yaml"), "--device_target", "CPU",
-        "--tokenizer", tokenizer.model_file, "--reward_funcs", "mindrlhf.rewards:accuracy",
+        "--tokenizer", tokenizer.model_file, "--reward_funcs", reward_func,
         "--advantage_estimator", estimator, "--num_iterations", str(sizes["rl_iterations"]),
         "--save_interval", str(sizes["save_interval"]), "--seed", str(seed), *ESTIMATOR_OVERRIDES[estimator],
     ], logs)  # fmt: skip
@@ -250,6 +256,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="fewer RL iterations (the end-to-end test)")
     parser.add_argument("--estimators", default="grpo", help=f"comma-separated, of {', '.join(ESTIMATORS)}")
+    parser.add_argument(
+        "--reward_func", default="arith_reward:exact_answer",
+        help="reward function for the RL stage (module:function; this folder is on the RL stage's PYTHONPATH)",
+    )  # fmt: skip
     parser.add_argument("--skip_rl", action="store_true", help="stop after SFT and its evaluation")
     args = parser.parse_args(argv)
     estimators = [e.strip() for e in args.estimators.split(",") if e.strip()]
@@ -290,7 +300,17 @@ def main(argv=None) -> int:
     results: Dict[str, Dict[str, Any]] = {}
     for name in [] if args.skip_rl else estimators:
         rl_dir = os.path.join(out, f"rl_{name}")
-        seconds = run_rl(name, sft["model_yaml"], datasets["rl"], tokenizer, rl_dir, args.seed, sizes, logs)
+        seconds = run_rl(
+            name,
+            sft["model_yaml"],
+            datasets["rl"],
+            tokenizer,
+            rl_dir,
+            args.seed,
+            sizes,
+            args.reward_func,
+            logs,
+        )
         t = time.time()
         results[name] = {"iterations": sizes["rl_iterations"], "seconds": round(seconds, 1),
                          **evaluate_rl(evaluator, model, rl_dir, split.held_out, args.seed)}  # fmt: skip
@@ -303,7 +323,8 @@ def main(argv=None) -> int:
         "seed": args.seed,
         "quick": args.quick,
         "split": split.sizes(),
-        "leak_check": "passed",  # make_split and prepare_task raise LeakError otherwise
+        "leak_check": "passed",
+        "reward_func": args.reward_func,  # make_split and prepare_task raise LeakError otherwise
         "sft": {k: sft[k] for k in ("steps", "seconds", "stop_accuracy", "reached", "probe")},
         "accuracy_before": {"sampled": before["sampled"], "greedy": before["greedy"]},
         "eos_rate_before": before["eos_rate"],
