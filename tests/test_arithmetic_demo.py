@@ -126,7 +126,8 @@ def test_evaluator_chunks_and_pads_without_changing_answers(tok):
 @pytest.mark.slow
 def test_quick_demo_raises_held_out_accuracy(tmp_path):
     """SFT stops weak (held-out sampled <= 40 %), then GRPO with the exact-match reward raises held-out sampled
-    accuracy by at least 15 points in the quick budget (the full demo's target is +25)."""
+    accuracy by at least 12 points in the quick budget of 200 iterations (the full demo's target is +25 in 300; the
+    PyTorch prototype gained +19 to +31 by iteration 200 over 3 seeds, and two evaluations differ by ~2 points)."""
     if importlib.util.find_spec("mindrlhf.rewards") is None:
         pytest.skip("the GRPO trainer (mindrlhf.rewards, train.py --advantage_estimator) is not merged yet")
     out = tmp_path / "arith"
@@ -141,7 +142,7 @@ def test_quick_demo_raises_held_out_accuracy(tmp_path):
     assert summary["leak_check"] == "passed" and summary["sft"]["reached"]
     before, after = summary["accuracy_before"], summary["accuracy_after"]
     assert before["sampled"] <= 0.40, before
-    assert after["sampled"] - before["sampled"] >= 0.15, (before, after)
+    assert after["sampled"] - before["sampled"] >= 0.12, (before, after)
     assert after["greedy"] >= before["greedy"] - 0.05, (before, after)
     curve = summary["estimators"]["grpo"]["reward_curve"]
     assert np.mean([r["reward"] for r in curve[-10:]]) > np.mean([r["reward"] for r in curve[:10]])

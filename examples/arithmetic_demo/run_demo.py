@@ -44,7 +44,7 @@ logger = logging.getLogger("arithmetic_demo")
 
 # The RL budget of the default demo and of --quick (the test). Everything else is in the YAMLs beside this file.
 FULL = {"rl_iterations": 300, "save_interval": 50}
-QUICK = {"rl_iterations": 150, "save_interval": 50}
+QUICK = {"rl_iterations": 200, "save_interval": 50}
 PROBE_SIZE = 200  # SFT problems whose sampled accuracy stops SFT
 ESTIMATORS = ("grpo", "dr_grpo", "rloo", "gae")
 # Per-estimator overrides on top of grpo_arith.yaml: Dr. GRPO with the loss normaliser of its paper (sum over
