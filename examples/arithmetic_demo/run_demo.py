@@ -118,7 +118,7 @@ def build_datasets(data: str, files: Dict[str, str], tokenizer, with_rl: bool, l
             sys.executable, os.path.join(ROOT, "examples", "rlhf_train_tutorial", "rlhf_data.py"),
             "--tokenizer_name_or_path", tokenizer.model_file, "--file_path", files["rl"], "--output_path", out["rl"],
             "--max_prompt_length", str(task.PROMPT_TOKENS), "--seq_length", str(task.PROMPT_TOKENS + 6),
-            "--pad_token_id", str(tokenizer.pad_id), "--mode", "prompt", "--overwrite", "--quiet",
+            "--pad_token_id", str(tokenizer.pad_id), "--mode", "prompt", "--columns", "answer", "--overwrite", "--quiet",
         ], logs)  # fmt: skip
     return out
 
