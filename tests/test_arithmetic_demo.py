@@ -123,30 +123,58 @@ def test_evaluator_chunks_and_pads_without_changing_answers(tok):
 
 
 # ------------------------------------------------------------------------------------------------ end to end
-@pytest.mark.slow
-def test_quick_demo_raises_held_out_accuracy(tmp_path):
-    """SFT stops weak (held-out sampled <= 40 %), then GRPO with the exact-match reward raises held-out sampled
-    accuracy by at least 12 points in the quick budget of 200 iterations (the full demo's target is +25 in 300; the
-    PyTorch prototype gained +19 to +31 by iteration 200 over 3 seeds, and two evaluations differ by ~2 points)."""
-    if importlib.util.find_spec("mindrlhf.rewards") is None:
-        pytest.skip("the GRPO trainer (mindrlhf.rewards, train.py --advantage_estimator) is not merged yet")
-    out = tmp_path / "arith"
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "examples", "arithmetic_demo", "run_demo.py"), "--quick",
-         "--output_dir", str(out)],
-        capture_output=True, text=True, cwd=ROOT, timeout=900,
-    )  # fmt: skip
+GRPO_MERGED = importlib.util.find_spec("mindrlhf.rewards") is not None
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One `run_demo.py --quick` (with `--skip_rl` until the GRPO trainer is merged): (output dir, summary)."""
+    out = tmp_path_factory.mktemp("arith") / "demo"
+    cmd = [sys.executable, os.path.join(ROOT, "examples", "arithmetic_demo", "run_demo.py"), "--quick",
+           "--output_dir", str(out)] + ([] if GRPO_MERGED else ["--skip_rl"])  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == str(out / "summary.json")
-    summary = json.loads((out / "summary.json").read_text())
+    return out, json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_quick_demo_sft_stops_weak_on_held_out(quick_run):
+    """SFT stops by probe accuracy with the model weak but not blank on held-out problems: sampled accuracy in
+    (5 %, 40 %], greedy above sampled (the prototype: ~2x at the stopping point)."""
+    out, summary = quick_run
     assert summary["leak_check"] == "passed" and summary["sft"]["reached"]
+    probe = summary["sft"]["probe"]
+    earlier = [p["sampled"] for p in probe[:-1]]
+    assert probe[-1]["sampled"] >= 0.25 and all(a < 0.25 for a in earlier), probe  # the first probe >= 25 %
+    before = summary["accuracy_before"]
+    assert 0.05 < before["sampled"] <= 0.40, before
+    assert before["greedy"] > before["sampled"], before
+    for artefact in (
+        "report.md",
+        "sft/model.yaml",
+        "sft/model.ckpt",
+        "data/tokenizer.model",
+        "data/sft.mindrecord",
+    ):
+        assert (out / artefact).exists(), artefact
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not GRPO_MERGED, reason="the GRPO trainer (mindrlhf.rewards, train.py --advantage_estimator) "
+                    "is not merged yet")  # fmt: skip
+def test_quick_demo_grpo_raises_held_out_accuracy(quick_run):
+    """GRPO with the exact-match reward raises held-out sampled accuracy by at least 12 points in the quick budget
+    of 200 iterations (the full demo's target is +25 in 300). Measured: a minimal GRPO loop on mindrlhf's
+    TrainStep + generate went 28.9 -> 51.7 % by iteration 200 (seed 0); the PyTorch prototype +19 to +31 over 3
+    seeds; two evaluations of one model differ by ~2 points."""
+    out, summary = quick_run
     before, after = summary["accuracy_before"], summary["accuracy_after"]
-    assert before["sampled"] <= 0.40, before
     assert after["sampled"] - before["sampled"] >= 0.12, (before, after)
     assert after["greedy"] >= before["greedy"] - 0.05, (before, after)
     curve = summary["estimators"]["grpo"]["reward_curve"]
     assert np.mean([r["reward"] for r in curve[-10:]]) > np.mean([r["reward"] for r in curve[:10]])
-    for artefact in ("report.md", "arithmetic_curve.png", "sft/model.yaml", "rl_grpo/metrics.jsonl"):
+    for artefact in ("arithmetic_curve.png", "rl_grpo/metrics.jsonl", "data/rl_prompts.mindrecord"):
         assert (out / artefact).exists(), artefact
 
 

@@ -216,8 +216,10 @@ def write_report(out: str, summary: Dict[str, Any]) -> str:
         f"Seed {summary['seed']}; wall time {summary['wall_seconds']:.0f} s on this machine. Problems a+b with a, b "
         "in 0..99, prompt `<bos> a1 a0 + b1 b0 =`, answer the sum's digits reversed then `<eos>`.",
         "",
-        f"Split (strict, leak check {summary['leak_check']}): {summary['split']}. The held-out set is closed under "
-        "swapping the operands; neither order of a held-out problem is in the SFT or RL files.",
+        f"Split (strict, leak check {summary['leak_check']}): "
+        + ", ".join(f"{n:,} {k}" for k, n in summary["split"].items())
+        + ". The held-out set is closed under swapping the operands; neither order of a "
+        "held-out problem is in the SFT or RL files.",
         "",
         f"SFT: {sft['steps']} steps ({sft['seconds']:.0f} s), stopped when sampled accuracy on a probe of "
         f"{PROBE_SIZE} SFT problems reached {100 * sft['stop_accuracy']:.0f} %.",
@@ -233,7 +235,8 @@ def write_report(out: str, summary: Dict[str, Any]) -> str:
             f"({100 * (a['sampled'] - b['sampled']):+.1f}) | {100 * a['greedy']:.1f} % |"
         )
     if summary.get("estimators"):
-        lines += ["", "Held-out sampled accuracy per saved checkpoint:", ""]
+        lines += ["", f"RL reward: `{summary['reward_func']}` (1 for the exact reversed sum before EOS, else 0).",
+                  "", "Held-out sampled accuracy per saved checkpoint:", ""]  # fmt: skip
         for name, res in summary["estimators"].items():
             lines.append(
                 f"- {name}: "
