@@ -43,7 +43,7 @@ import arith_task as task  # noqa: E402
 logger = logging.getLogger("arithmetic_demo")
 
 # The RL budget of the default demo and of --quick (the test). Everything else is in the YAMLs beside this file.
-FULL = {"rl_iterations": 300, "save_interval": 50}
+FULL = {"rl_iterations": 400, "save_interval": 50}
 QUICK = {"rl_iterations": 200, "save_interval": 50}
 PROBE_SIZE = 200  # SFT problems whose sampled accuracy stops SFT
 ESTIMATORS = ("grpo", "dr_grpo", "rloo", "gae")
