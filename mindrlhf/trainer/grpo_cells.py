@@ -9,8 +9,11 @@ k3 KL term aggregated the same way (Shao et al. 2024, eq. 4), minus an optional 
 
 from __future__ import annotations
 
+from typing import Optional
+
 import mindspore as ms
-from mindspore import nn, ops
+import numpy as np
+from mindspore import Tensor, nn, ops
 
 from mindrlhf.trainer import losses
 from mindrlhf.trainer.data_parallel import GlobalMean
@@ -41,6 +44,28 @@ class RewardScores(nn.Cell):
     @ms.jit
     def construct(self, sequences, attention_mask):
         return self.reward.score(sequences, attention_mask)
+
+
+class CriticFreeScoring:
+    """Step 2 without a critic: (rm_scores [B] or None, ref_logprobs [B, N] or None, None) as numpy.
+
+    Holds a compiled graph only for the models that exist: the reward model when given, the reference when a
+    KL uses it.
+    """
+
+    def __init__(
+        self, reward: Optional[nn.Cell], reference: Optional[nn.Cell], prompt_length: int, temperature
+    ):
+        self.reward = RewardScores(reward) if reward is not None else None
+        self.reference = (
+            ReferenceLogprobs(reference, prompt_length, temperature) if reference is not None else None
+        )
+
+    def __call__(self, sequences: np.ndarray, attention_mask: np.ndarray):
+        seq, mask = Tensor(sequences), Tensor(attention_mask)
+        scores = self.reward(seq, mask).asnumpy() if self.reward is not None else None
+        ref_logprobs = self.reference(seq, mask).asnumpy() if self.reference is not None else None
+        return scores, ref_logprobs, None
 
 
 class CriticFreeActorLoss(nn.Cell):
