@@ -18,7 +18,7 @@ from mindspore import Tensor, nn, ops
 from mindrlhf.trainer import losses
 from mindrlhf.trainer.data_parallel import GlobalMean
 from mindrlhf.trainer.policy_losses import PolicyLoss, kl_in_loss
-from mindrlhf.trainer.ppo_cells import ResponseLogprobs
+from mindrlhf.trainer.ppo_cells import ResponseLogprobs, ResponseValues
 
 
 class ReferenceLogprobs(nn.Cell):
@@ -46,26 +46,41 @@ class RewardScores(nn.Cell):
         return self.reward.score(sequences, attention_mask)
 
 
-class CriticFreeScoring:
-    """Step 2 without a critic: (rm_scores [B] or None, ref_logprobs [B, N] or None, None) as numpy.
+class CriticValues(nn.Cell):
+    """Critic values of the states that chose each response token `[B, N]`, one compiled graph."""
 
-    Holds a compiled graph only for the models that exist: the reward model when given, the reference when a
-    KL uses it.
-    """
+    def __init__(self, critic: nn.Cell, prompt_length: int):
+        super().__init__(auto_prefix=False)
+        self.values = ResponseValues(critic, prompt_length)
+
+    @ms.jit
+    def construct(self, sequences, attention_mask):
+        return self.values(sequences, attention_mask)
+
+
+class SeparateScoring:
+    """Step 2 when some model is absent: (rm_scores [B], ref_logprobs [B, N], values [B, N]) as numpy, None for
+    each absent model. A compiled graph exists only for the models given: the reward model (optional with
+    reward functions), the reference (only when a KL uses it), the critic (gae only). With all three,
+    `ppo_cells.ScoringForwards` runs them in one graph instead."""
 
     def __init__(
-        self, reward: Optional[nn.Cell], reference: Optional[nn.Cell], prompt_length: int, temperature
+        self,
+        reward: Optional[nn.Cell],
+        reference: Optional[nn.Cell],
+        critic: Optional[nn.Cell],
+        prompt_length: int,
+        temperature: float,
     ):
-        self.reward = RewardScores(reward) if reward is not None else None
-        self.reference = (
-            ReferenceLogprobs(reference, prompt_length, temperature) if reference is not None else None
+        self.parts = (
+            RewardScores(reward) if reward is not None else None,
+            ReferenceLogprobs(reference, prompt_length, temperature) if reference is not None else None,
+            CriticValues(critic, prompt_length) if critic is not None else None,
         )
 
     def __call__(self, sequences: np.ndarray, attention_mask: np.ndarray):
         seq, mask = Tensor(sequences), Tensor(attention_mask)
-        scores = self.reward(seq, mask).asnumpy() if self.reward is not None else None
-        ref_logprobs = self.reference(seq, mask).asnumpy() if self.reference is not None else None
-        return scores, ref_logprobs, None
+        return tuple(None if part is None else part(seq, mask).asnumpy() for part in self.parts)
 
 
 class CriticFreeActorLoss(nn.Cell):

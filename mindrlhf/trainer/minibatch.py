@@ -27,6 +27,9 @@ def ppo_update(actor_step, critic_step, exp: Experience, idx: np.ndarray) -> Tup
         for f in dataclasses.fields(exp)
         if isinstance(getattr(exp, f.name), np.ndarray)
     }  # no deep copy
+    if "pretrain_ids" not in t:  # a prompt dataset: no ptx text (ptx_coef is 0, the graph never reads these)
+        t["pretrain_ids"] = t["pretrain_mask"] = Tensor(np.zeros((len(idx), 2), np.int32))
+        t["loss_mask"] = Tensor(np.zeros((len(idx), 2), np.float32))
     loss, a_metrics, overflow, a_norm = actor_step(
         t["sequences"], t["attention_mask"], t["response_mask"], t["old_logprobs"], t["advantages"],
         t["pretrain_ids"], t["pretrain_mask"], t["loss_mask"],

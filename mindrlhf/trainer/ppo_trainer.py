@@ -33,7 +33,7 @@ from mindrlhf.configs.ppo_config import PPOConfig
 from mindrlhf.trainer import minibatch
 from mindrlhf.trainer.data_parallel import DataParallel
 from mindrlhf.trainer.experience import Experience, PromptBatches  # noqa: F401  (PromptBatches: re-exported)
-from mindrlhf.trainer.grpo_cells import CriticFreeActorLoss, CriticFreeScoring
+from mindrlhf.trainer.grpo_cells import CriticFreeActorLoss, SeparateScoring
 from mindrlhf.trainer.policy_losses import PolicyLoss
 from mindrlhf.trainer.ppo_cells import ActorLoss, CriticLoss, ScoringForwards
 from mindrlhf.trainer.reward_sources import RewardSources, contains_eos
@@ -78,8 +78,8 @@ class PPOTrainer:
             raise ValueError(
                 f"advantage_estimator {c.advantage_estimator!r} is critic-free: pass critic=None"
             )
-        if not c.critic_free and (critic is None or reward is None):
-            raise ValueError("advantage_estimator 'gae' needs a critic and a reward model")
+        if not c.critic_free and critic is None:
+            raise ValueError("advantage_estimator 'gae' needs a critic")
         if c.needs_reference and reference is None:
             raise ValueError("beta > 0 or init_kl_coef > 0 needs a reference model")
         reference = reference if c.needs_reference else None  # no KL uses it: do not hold it
@@ -109,12 +109,14 @@ class PPOTrainer:
         self.metrics: Optional[MetricsWriter] = None
 
     def _setup_gae(self, loss_scale) -> None:
-        """PPO: one graph scores (reward, reference, critic); actor and critic steps; GAE advantages."""
+        """PPO: scoring (one graph for reward, reference, critic); actor and critic steps; GAE advantages."""
         c, p = self.config, self.config.max_prompt_length
         steps, world = c.total_optimizer_steps, self.ranks.world
-        scoring = ScoringForwards(self.reference, self.reward, self.critic, p, c.temperature)
-        self._score = lambda seq, mask: tuple(_np(x) for x in scoring(Tensor(seq), Tensor(mask)))
-        self.scoring = scoring
+        if self.reward is not None and self.reference is not None:  # classic PPO: one graph
+            scoring = ScoringForwards(self.reference, self.reward, self.critic, p, c.temperature)
+            self._score = lambda seq, mask: tuple(_np(x) for x in scoring(Tensor(seq), Tensor(mask)))
+        else:
+            self._score = SeparateScoring(self.reward, self.reference, self.critic, p, c.temperature)
         actor_loss = ActorLoss(self.actor, p, c.temperature, c.cliprange, c.entropy_coef, c.ptx_coef, world)
         self.actor_step, self.actor_optimizer, _ = build_train_step(
             actor_loss, self.actor.trainable_params(), c.actor_lr, steps, c, loss_scale, "actor"
@@ -129,7 +131,7 @@ class PPOTrainer:
     def _setup_critic_free(self, loss_scale) -> None:
         """GRPO / Dr. GRPO / RLOO: a reward-model graph and a reference graph only when they exist; one actor step."""
         c, p = self.config, self.config.max_prompt_length
-        self._score = CriticFreeScoring(self.reward, self.reference, p, c.temperature)
+        self._score = SeparateScoring(self.reward, self.reference, None, p, c.temperature)
         policy = PolicyLoss(c.clip_low, c.clip_high, c.loss_agg, c.ratio_level, c.max_new_tokens)
         actor_loss = CriticFreeActorLoss(
             self.actor, p, c.temperature, policy, c.beta, c.entropy_coef, self.ranks.world
