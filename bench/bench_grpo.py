@@ -175,7 +175,8 @@ def run_trl(args) -> dict:
     tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(args.vocab)}, unk_token="t3"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="t0", bos_token="t1", eos_token="t2", unk_token="t3"
+        tokenizer_object=tok, pad_token="t0", bos_token="t1", eos_token="t2", unk_token="t3",
+        model_input_names=["input_ids", "attention_mask"],
     )
     iterations = args.warmup + args.iters
     texts = [" ".join(f"t{t}" for t in row) for i in range(iterations) for row in bench_ppo.prompts(args, i)]
