@@ -171,9 +171,14 @@ def test_grpo_iteration_without_critic_or_reference(tmp_path, monkeypatch):
     assert metrics["ppo/logprob_diff/max"] < 1e-4
     files = os.listdir(os.path.join(tmp_path, "checkpoints", "step_000002"))
     assert "actor.ckpt" in files and not any("critic" in f for f in files), files
+    resumed = make_grpo_trainer(tmp_path / "again", monkeypatch)  # resume restores the actor-only state
+    resumed.resume(str(tmp_path))
+    assert resumed.iteration == 2
+    for (name, p), (_, q) in zip(resumed.actor.parameters_and_names(), trainer.actor.parameters_and_names()):
+        np.testing.assert_array_equal(p.asnumpy(), q.asnumpy(), err_msg=name)
 
 
-def test_beta_builds_the_reference_and_a_critic_is_refused(tmp_path, monkeypatch):
+def test_beta_builds_the_reference_and_a_critic_is_dropped(tmp_path, monkeypatch):
     trainer = make_grpo_trainer(tmp_path, monkeypatch, beta=0.04, advantage_estimator="rloo")
     assert trainer.reference is not None and trainer.critic is None
     exp = trainer.make_experience(trainer.dataset.batch(0))
@@ -185,8 +190,8 @@ def test_beta_builds_the_reference_and_a_critic_is_refused(tmp_path, monkeypatch
     )
     metrics = trainer.train_step(exp)
     assert metrics["grpo/kl"] >= 0 and np.isfinite(metrics["ppo/loss/actor"])
-    with pytest.raises(ValueError, match="critic-free"):
-        PPOTrainer(
-            trainer.config, trainer.actor, ValueModel(LlamaConfig(**MODEL)), trainer.reference, None,
-            FakePrompts(2), eos_token_id=2, pad_token_id=0, save_dir=str(tmp_path), tokenizer=IdsTokenizer(),
-        )  # fmt: skip
+    again = PPOTrainer(  # the config decides: a critic passed to a critic-free run is dropped, never built on
+        trainer.config, trainer.actor, ValueModel(LlamaConfig(**MODEL)), trainer.reference, None,
+        FakePrompts(2), eos_token_id=2, pad_token_id=0, save_dir=str(tmp_path), tokenizer=IdsTokenizer(),
+    )  # fmt: skip
+    assert again.critic is None and again.critic_step is None

@@ -74,10 +74,11 @@ class PPOTrainer:
         tokenizer: Any = None,
     ):
         c = config
-        if c.critic_free and critic is not None:
-            raise ValueError(
-                f"advantage_estimator {c.advantage_estimator!r} is critic-free: pass critic=None"
+        if c.critic_free and critic is not None:  # the config decides: one script runs PPO or GRPO
+            logger.warning(
+                "advantage_estimator %s is critic-free: the critic given is not used", c.advantage_estimator
             )
+            critic = None
         if not c.critic_free and critic is None:
             raise ValueError("advantage_estimator 'gae' needs a critic")
         if c.needs_reference and reference is None:
