@@ -21,6 +21,7 @@ Every input is validated before any model is built; all problems are reported at
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
@@ -203,9 +204,16 @@ def _inspect_dataset(path: str):
     from mindrlhf.data.reader import load_meta, read_dataset
     from mindrlhf.data.schemas import DataError
 
+    if not os.path.isfile(path):
+        raise DataError("dataset file not found", path)
     kind = load_meta(path).get("kind")
     if kind not in ("ppo", "prompt"):
-        raise DataError(f"is a {kind!r} dataset; RL training reads a 'ppo' or 'prompt' dataset", path, "kind")
+        raise DataError(
+            f"is a {kind!r} dataset, not 'ppo' or 'prompt' (RL training reads prompts); give a dataset written by "
+            "rlhf_data.py --mode ppo or --mode prompt",
+            path,
+            "kind",
+        )
     reader = read_dataset(path, kind, batch_size=1, shuffle=False)  # checks sidecar checksum and schema
     tokenizer = (reader.meta or {}).get("tokenizer") or {}
     return {
