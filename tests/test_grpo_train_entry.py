@@ -106,3 +106,16 @@ def test_input_errors_stop_before_any_compile(inputs, tmp_path, extra, dataset, 
     assert message in proc.stderr and "1 problem(s)" in proc.stderr, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "PPO Batch" not in proc.stderr
     assert not os.path.exists(tmp_path / "out" / "checkpoints")
+
+
+@pytest.mark.slow
+def test_gae_with_reward_functions_and_no_reward_model(inputs, tmp_path):
+    """PPO (gae) on a prompt dataset scored by reward functions only: the critic starts from the SFT backbone."""
+    proc = run_train(inputs, tmp_path / "out", "--advantage_estimator", "gae", "--num_generations", "2")
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert "the critic starts from" in proc.stderr
+    metrics = read_metrics(str(tmp_path / "out" / "metrics.jsonl"))
+    for key in ("rewards/accuracy/mean", "ppo/loss/value", "ppo/val/explained_variance", "objective/kl"):
+        assert key in metrics[-1] and np.isfinite(metrics[-1][key]), key
+    files = os.listdir(tmp_path / "out" / "checkpoints" / "step_000002")
+    assert "actor.ckpt" in files and "critic.ckpt" in files, files
