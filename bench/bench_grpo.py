@@ -177,7 +177,7 @@ def run_trl(args) -> dict:
     tokenizer = transformers.PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="t0", bos_token="t1", eos_token="t2", unk_token="t3",
         model_input_names=["input_ids", "attention_mask"],
-    )
+    )  # fmt: skip
     iterations = args.warmup + args.iters
     texts = [" ".join(f"t{t}" for t in row) for i in range(iterations) for row in bench_ppo.prompts(args, i)]
 
