@@ -8,22 +8,60 @@ the model run YAML's `runner_wrapper.scale_sense`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import List, Optional
 
+from mindrlhf.algorithms.grpo_math import ADVANTAGE_ESTIMATORS, LOSS_AGGREGATIONS, RATIO_LEVELS
 from mindrlhf.algorithms.ppo_math import KL_ESTIMATORS
 from mindrlhf.configs.trainer_base import LR_DECAYS, TrainerConfig
 from mindrlhf.configs.trainer_base import require as _require
 
-__all__ = ["LR_DECAYS", "PPOConfig"]
+__all__ = ["ESTIMATORS", "LR_DECAYS", "PPOConfig"]
+
+ESTIMATORS = ("gae", *ADVANTAGE_ESTIMATORS)
+"""`advantage_estimator` values: "gae" (PPO with a critic) or a critic-free group estimator."""
 
 
 @dataclasses.dataclass
 class PPOConfig(TrainerConfig):
-    """PPO-RLHF hyper-parameters. One iteration = 1. generate, 2. score, 3. advantages, 4. optimise."""
+    """PPO-RLHF hyper-parameters. One iteration = 1. generate, 2. score, 3. advantages, 4. optimise.
+
+    `advantage_estimator` picks step 3: "gae" is PPO with a critic; "grpo", "dr_grpo" and "rloo" are critic-free
+    (group advantages over the `num_generations` samples of each prompt; no critic is built). Critic-free runs
+    use `clip_low`/`clip_high`, `loss_agg`, `ratio_level` and `beta` in step 4; "gae" keeps `cliprange`.
+    """
+
+    # --- estimator ------------------------------------------------------------------------------------------
+    advantage_estimator: str = "gae"
+    """gae (PPO, critic + GAE) | grpo (Shao et al. 2024) | dr_grpo (Liu et al. 2025) | rloo (Ahmadian et al. 2024)."""
+    num_generations: int = 1
+    """G responses sampled per prompt (rows of a prompt contiguous); must divide rollout_batch_size.
+    The critic-free estimators need G >= 2 (grpo, rloo); mini-batches may split a group (advantages are
+    computed on the whole rollout first)."""
+    beta: float = 0.0
+    """Critic-free runs: weight of the k3 KL(pi || pi_ref) term in the loss (GRPO eq. 4); >= 0. With beta == 0
+    and init_kl_coef == 0 no reference model is built."""
+    loss_agg: str = "token_mean"
+    """Critic-free loss aggregation: token_mean (DAPO) | seq_mean_token_mean (GRPO) | seq_mean_token_sum_norm
+    (Dr. GRPO, divides by rows * max_new_tokens)."""
+    clip_low: float = 0.2
+    """Critic-free ratio clip below 1: ratio >= 1 - clip_low, in [0, 1)."""
+    clip_high: Optional[float] = None
+    """Critic-free ratio clip above 1 (DAPO clip-higher): ratio <= 1 + clip_high; null = clip_low."""
+    ratio_level: str = "token"
+    """Critic-free importance ratio per token (PPO/GRPO) or per sequence (GSPO)."""
+    reward_funcs: List[str] = dataclasses.field(default_factory=list)
+    """Reward functions "package.module:function" (mindrlhf.rewards); their weighted sum (plus the reward
+    model's score, when a reward model is given) is the score. With reward_funcs the reward model is optional."""
+    reward_weights: Optional[List[float]] = None
+    """One weight per reward function; null = 1.0 each."""
+    mask_truncated_completions: bool = False
+    """Critic-free: responses that hit max_new_tokens without EOS are left out of the loss (TRL's option)."""
+    missing_eos_penalty: Optional[float] = None
+    """Subtracted from the reward-model score of responses without EOS (TRL's semantics); null disables."""
 
     # --- schedule -------------------------------------------------------------------------------------------
     rollout_batch_size: int = 8
-    """Prompts per iteration; one response is sampled per prompt, giving this many experiences."""
+    """Responses (experiences) per iteration: rollout_batch_size / num_generations prompts, G samples each."""
     mini_batch_size: int = 4
     """Experiences per optimiser step; must divide rollout_batch_size."""
     ppo_epochs: int = 1
@@ -167,8 +205,82 @@ class PPOConfig(TrainerConfig):
             "rollout_batch_size / mini_batch_size)",
         )
         _require(self, "metrics_file", bool(self.metrics_file.strip()), "must not be empty")
+        self._check_estimator()
+
+    def _check_estimator(self) -> None:
+        """The critic-free fields (issue 16): estimator names, group size, clips, reward functions."""
+        _require(
+            self,
+            "advantage_estimator",
+            self.advantage_estimator in ESTIMATORS,
+            f"must be one of {', '.join(ESTIMATORS)}",
+        )
+        _require(self, "num_generations", self.num_generations >= 1, "must be >= 1")
+        _require(
+            self,
+            "num_generations",
+            self.rollout_batch_size % self.num_generations == 0,
+            f"must divide rollout_batch_size ({self.rollout_batch_size}, the responses per iteration)",
+        )
+        _require(
+            self,
+            "num_generations",
+            not (self.critic_free and self.advantage_estimator != "dr_grpo" and self.num_generations < 2),
+            f"must be >= 2 with advantage_estimator {self.advantage_estimator} (a group needs 2 samples)",
+        )
+        _require(self, "beta", self.beta >= 0, "must be >= 0")
+        _require(
+            self,
+            "loss_agg",
+            self.loss_agg in LOSS_AGGREGATIONS,
+            f"must be one of {', '.join(LOSS_AGGREGATIONS)}",
+        )
+        _require(
+            self, "ratio_level", self.ratio_level in RATIO_LEVELS, f"must be one of {', '.join(RATIO_LEVELS)}"
+        )
+        _require(self, "clip_low", 0 <= self.clip_low < 1, "must be in [0, 1)")
+        _require(self, "clip_high", self.clip_high is None or self.clip_high >= 0, "must be >= 0 or null")
+        _require(
+            self,
+            "ptx_coef",
+            not (self.critic_free and self.ptx_coef > 0),
+            f"must be 0 with advantage_estimator {self.advantage_estimator} (prompt datasets carry no ptx text)",
+        )
+        _require(
+            self,
+            "reward_funcs",
+            all(isinstance(f, str) and ":" in f for f in self.reward_funcs),
+            "must be a list of 'package.module:function' strings",
+        )
+        _require(
+            self,
+            "reward_weights",
+            self.reward_weights is None or len(self.reward_weights) == len(self.reward_funcs),
+            f"must have one weight per reward function ({len(self.reward_funcs)}) or be null",
+        )
+        _require(
+            self,
+            "missing_eos_penalty",
+            self.missing_eos_penalty is None or self.missing_eos_penalty >= 0,
+            "must be >= 0 or null",
+        )
 
     # --- derived --------------------------------------------------------------------------------------------
+    @property
+    def critic_free(self) -> bool:
+        """True for grpo / dr_grpo / rloo: no critic is built, stepped or saved."""
+        return self.advantage_estimator != "gae"
+
+    @property
+    def needs_reference(self) -> bool:
+        """A reference model is built only when some KL uses it (the loss's beta or the reward's KL)."""
+        return self.beta > 0 or self.init_kl_coef > 0
+
+    @property
+    def prompts_per_iteration(self) -> int:
+        """Prompts read per iteration: rollout_batch_size / num_generations."""
+        return self.rollout_batch_size // self.num_generations
+
     @property
     def num_mini_batches(self) -> int:
         """Optimiser steps per PPO epoch."""

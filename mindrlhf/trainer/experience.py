@@ -17,18 +17,29 @@ class Experience:
     response_mask: np.ndarray  # [B, N] float32: 1 on real response tokens (EOS included)
     old_logprobs: np.ndarray  # [B, N] float32: rollout log-probs under softmax(logits / temperature)
     ref_logprobs: np.ndarray  # [B, N] float32: the same under the frozen reference
-    old_values: np.ndarray  # [B, N] float32: critic values of the states that chose each token
+    old_values: Optional[
+        np.ndarray
+    ]  # [B, N] float32: critic values of the states that chose each token (gae)
     scores: np.ndarray  # [B] float32: reward-model scores (raw)
     rewards: np.ndarray  # [B, N] float32: -beta * KL_t, + (normalised/clipped) score at the last token
-    advantages: np.ndarray  # [B, N] float32: GAE, whitened over response tokens when configured
-    returns: np.ndarray  # [B, N] float32: GAE advantages (before whitening) + values
-    pretrain_ids: np.ndarray  # [B, T] int32: prompt + aligned answer, for the ptx loss
-    pretrain_mask: np.ndarray  # [B, T] int32
-    loss_mask: np.ndarray  # [B, T] float32: 1 where pretrain_ids[t] is a ptx target
+    advantages: (
+        np.ndarray
+    )  # [B, N] float32 GAE (whitened when configured), or [B] group advantages (critic-free)
+    returns: Optional[np.ndarray]  # [B, N] float32: GAE advantages (before whitening) + values (gae only)
+    pretrain_ids: Optional[
+        np.ndarray
+    ]  # [B, T] int32: prompt + aligned answer, for the ptx loss (PPO datasets)
+    pretrain_mask: Optional[np.ndarray]  # [B, T] int32
+    loss_mask: Optional[np.ndarray]  # [B, T] float32: 1 where pretrain_ids[t] is a ptx target
+    has_eos: Optional[np.ndarray] = None  # [B] bool: the response ended with EOS (else truncated)
+    reward_metrics: Optional[Dict[str, float]] = None  # per-source reward means/stds of this rollout
 
 
 class PromptBatches:
-    """Rollout batch i of a PPO MindRecord, for any i: epoch i // n, batch i % n (n batches per epoch).
+    """Rollout batch i of a PPO or prompt MindRecord, for any i: epoch i // n, batch i % n (n batches per epoch).
+
+    `kind` None reads the dataset's kind from its .meta.json ("ppo" or "prompt"); a prompt dataset's batches
+    also carry its extra string columns (`{"answer": str [B], ...}`), which reward functions receive.
 
     Deterministic given the seed (each epoch reshuffles), shardable for data parallel, and resumable at any
     iteration because the trainer asks for batch `iteration`.
@@ -41,11 +52,13 @@ class PromptBatches:
         seed: int,
         num_shards: Optional[int] = None,
         shard_id: Optional[int] = None,
+        kind: Optional[str] = None,
     ):
-        from mindrlhf.data.reader import read_dataset
+        from mindrlhf.data.reader import load_meta, read_dataset
 
+        self.kind = kind or load_meta(path).get("kind", "ppo")
         self.reader = read_dataset(
-            path, "ppo", batch_size, shuffle=True, seed=seed, shard_id=shard_id, num_shards=num_shards
+            path, self.kind, batch_size, shuffle=True, seed=seed, shard_id=shard_id, num_shards=num_shards
         )
         self._iter = None
         self._next = -1

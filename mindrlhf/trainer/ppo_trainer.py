@@ -9,11 +9,16 @@
 
 References: Ziegler et al. 2019 (KL-penalised rewards, adaptive KL), Ouyang et al. 2022 (PPO-ptx),
 Schulman et al. 2017 (clipped surrogate), Schulman et al. 2016 (GAE).
+
+The same loop runs critic-free (`advantage_estimator: grpo | dr_grpo | rloo`; Shao et al. 2024, Liu et al. 2025,
+Ahmadian et al. 2024): each prompt sampled `num_generations` times (rows contiguous); 2. reward model and/or
+reward functions (`reward_sources`); 3. `group_advantages` of each response's summed reward, one per response;
+4. the generalised clipped loss (+ beta * k3 KL). Chosen in `__init__`: no critic is built, stepped or saved.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import logging
 import os
 import time
@@ -25,10 +30,14 @@ from tqdm import tqdm
 
 from mindrlhf.algorithms import ppo_math
 from mindrlhf.configs.ppo_config import PPOConfig
+from mindrlhf.trainer import minibatch
+from mindrlhf.trainer.advantages import Advantages
 from mindrlhf.trainer.data_parallel import DataParallel
 from mindrlhf.trainer.experience import Experience, PromptBatches  # noqa: F401  (PromptBatches: re-exported)
-from mindrlhf.trainer.losses import metrics_dict
+from mindrlhf.trainer.grpo_cells import CriticFreeActorLoss, SeparateScoring
+from mindrlhf.trainer.policy_losses import PolicyLoss
 from mindrlhf.trainer.ppo_cells import ActorLoss, CriticLoss, ScoringForwards
+from mindrlhf.trainer.reward_sources import RewardSources, contains_eos
 from mindrlhf.trainer.score_guard import NonFiniteScores
 from mindrlhf.trainer.train_step import build_train_step
 from mindrlhf.utils import signals
@@ -55,9 +64,9 @@ class PPOTrainer:
         self,
         config: PPOConfig,
         actor: nn.Cell,
-        critic: nn.Cell,
-        reference: nn.Cell,
-        reward: nn.Cell,
+        critic: Optional[nn.Cell],
+        reference: Optional[nn.Cell],
+        reward: Optional[nn.Cell],
         dataset: Any,
         *,
         eos_token_id: int,
@@ -65,11 +74,23 @@ class PPOTrainer:
         save_dir: str,
         loss_scale: Any = None,
         is_main: bool = True,
+        tokenizer: Any = None,
     ):
+        c = config
+        if c.critic_free and critic is not None:  # the config decides: one script runs PPO or GRPO
+            logger.warning(
+                "advantage_estimator %s is critic-free: the critic given is not used", c.advantage_estimator
+            )
+            critic = None
+        if not c.critic_free and critic is None:
+            raise ValueError("advantage_estimator 'gae' needs a critic")
+        if c.needs_reference and reference is None:
+            raise ValueError("beta > 0 or init_kl_coef > 0 needs a reference model")
+        reference = reference if c.needs_reference else None  # no KL uses it: do not hold it
         self.config = config
         self.actor, self.critic, self.reference, self.reward = actor, critic, reference, reward
         for frozen in (reference, reward):
-            for p in frozen.get_parameters():
+            for p in frozen.get_parameters() if frozen is not None else ():
                 p.requires_grad = False
         self.dataset = dataset
         self.eos_token_id, self.pad_token_id = eos_token_id, pad_token_id
@@ -78,27 +99,59 @@ class PPOTrainer:
         # Whitening, the score normaliser, the adaptive KL controller and the loss means see the global rollout
         # batch (world * rollout_batch_size), or each rank would shape rewards with its own statistics.
         self.ranks = DataParallel()
-        c = config
-        p = c.max_prompt_length
-        self.scoring = ScoringForwards(reference, reward, critic, p, c.temperature)
-        steps, world = c.total_optimizer_steps, self.ranks.world
-        actor_loss = ActorLoss(actor, p, c.temperature, c.cliprange, c.entropy_coef, c.ptx_coef, world)
-        self.actor_step, self.actor_optimizer, _ = build_train_step(
-            actor_loss, actor.trainable_params(), c.actor_lr, steps, c, loss_scale, "actor"
-        )
-        critic_loss = CriticLoss(critic, p, c.cliprange_value, c.vf_coef, world)
-        self.critic_step, self.critic_optimizer, _ = build_train_step(
-            critic_loss, critic.trainable_params(), c.critic_lr, steps, c, loss_scale, "critic"
-        )
+        self.rewards = RewardSources(c, reward is not None, tokenizer, c.max_prompt_length)
+        self.critic_step = self.critic_optimizer = None
+        if c.critic_free:
+            self._setup_critic_free(loss_scale)
+        else:
+            self._setup_gae(loss_scale)
         self.kl_controller = ppo_math.make_kl_controller(
             c.adaptive_kl, c.init_kl_coef, c.kl_target, c.kl_horizon
         )
         self.score_normalizer = ppo_math.ScoreNormalizer(c.normalize_scores, c.score_clip)
         self.iteration = 0  # iterations completed
         self.score_guard = NonFiniteScores(c.max_nonfinite_iterations)  # NaN/inf reward scores
-        self.score_ok, self.all_finite, self.no_update = np.ones(0, np.float32), True, False  # current batch
+        # 3. advantages, chosen by the estimator (NaN/inf scores caught first: `score_guard`)
+        self.advantages = Advantages(
+            c, self.kl_controller, self.score_normalizer, self.score_guard, self.ranks
+        )
         self.stopped_by: Optional[str] = None  # the signal that stopped `train()` early, if one did
         self.metrics: Optional[MetricsWriter] = None
+
+    def _setup_gae(self, loss_scale) -> None:
+        """PPO: scoring (one graph for reward, reference, critic); actor and critic steps; GAE advantages."""
+        c, p = self.config, self.config.max_prompt_length
+        steps, world = c.total_optimizer_steps, self.ranks.world
+        if self.reward is not None and self.reference is not None:  # classic PPO: one graph
+            scoring = ScoringForwards(self.reference, self.reward, self.critic, p, c.temperature)
+            self._score = lambda seq, mask: tuple(_np(x) for x in scoring(Tensor(seq), Tensor(mask)))
+        else:
+            self._score = SeparateScoring(self.reward, self.reference, self.critic, p, c.temperature)
+        actor_loss = ActorLoss(self.actor, p, c.temperature, c.cliprange, c.entropy_coef, c.ptx_coef, world)
+        self.actor_step, self.actor_optimizer, _ = build_train_step(
+            actor_loss, self.actor.trainable_params(), c.actor_lr, steps, c, loss_scale, "actor"
+        )
+        critic_loss = CriticLoss(self.critic, p, c.cliprange_value, c.vf_coef, world)
+        self.critic_step, self.critic_optimizer, _ = build_train_step(
+            critic_loss, self.critic.trainable_params(), c.critic_lr, steps, c, loss_scale, "critic"
+        )
+        self._update = functools.partial(minibatch.ppo_update, self.actor_step, self.critic_step)
+
+    def _setup_critic_free(self, loss_scale) -> None:
+        """GRPO / Dr. GRPO / RLOO: a reward-model graph and a reference graph only when they exist; one actor step."""
+        c, p = self.config, self.config.max_prompt_length
+        self._score = SeparateScoring(self.reward, self.reference, None, p, c.temperature)
+        policy = PolicyLoss(c.clip_low, c.clip_high, c.loss_agg, c.ratio_level, c.max_new_tokens)
+        actor_loss = CriticFreeActorLoss(
+            self.actor, p, c.temperature, policy, c.beta, c.entropy_coef, self.ranks.world
+        )
+        steps = c.total_optimizer_steps
+        self.actor_step, self.actor_optimizer, _ = build_train_step(
+            actor_loss, self.actor.trainable_params(), c.actor_lr, steps, c, loss_scale, "actor"
+        )
+        self._update = functools.partial(
+            minibatch.critic_free_update, self.actor_step, mask_truncated=c.mask_truncated_completions
+        )
 
     # ------------------------------------------------------------------------------------------ experience
     def _generate(self, batch: Dict[str, np.ndarray]):
@@ -129,82 +182,60 @@ class PPOTrainer:
         return (self.config.seed * 100_003 + self.iteration) * self.ranks.world + self.ranks.rank
 
     def make_experience(self, batch: Dict[str, np.ndarray]) -> Experience:
-        """Steps 1-3 for one rollout batch (timings in `self.timings`)."""
+        """Steps 1-3 for one rollout batch of prompts, each sampled num_generations times (timings in
+        `self.timings`)."""
         t0 = time.perf_counter()
+        g = self.config.num_generations
+        batch = {k: np.repeat(v, g, axis=0) for k, v in batch.items()} if g > 1 else batch  # rows contiguous
         sequences, response_mask, old_logprobs = self._generate(batch)  # 1. generate
         attention_mask = np.concatenate([batch["prompt_mask"], response_mask], 1).astype(np.int32)
         t1 = time.perf_counter()
-        scores, ref_logprobs, values = (  # 2. score
-            _np(x) for x in self.scoring(Tensor(sequences), Tensor(attention_mask))
-        )
+        rm_scores, ref_logprobs, values = self._score(sequences, attention_mask)  # 2. score
+        p = self.config.max_prompt_length
+        has_eos = contains_eos(sequences[:, p:], response_mask, self.eos_token_id)
+        scores, reward_metrics = self.rewards(batch, sequences, response_mask, rm_scores, has_eos)
+        scores = scores.astype(np.float32)
         t2 = time.perf_counter()
-        scores = self._finite_scores(scores)  # NaN/inf scores: 0, and out of the statistics and the losses
-        ref_logprobs, values = ref_logprobs * response_mask, values * response_mask
+        scores = self.advantages.finite(scores, self.iteration)  # NaN/inf: 0, out of statistics and losses
+        # No reference model (no KL is used): the KL terms are then exactly 0.
+        ref_logprobs = old_logprobs.copy() if ref_logprobs is None else ref_logprobs * response_mask
+        values = None if values is None else values * response_mask
         rewards, advantages, returns = self.advantages(
             scores, old_logprobs, ref_logprobs, values, response_mask
         )  # 3
-        response_mask = response_mask * self.score_ok[:, None]  # rows with a NaN/inf score: out of the losses
+        response_mask = (
+            response_mask * self.advantages.ok[:, None]
+        )  # rows with a NaN/inf score: out of the losses
         self.timings = {"generate": t1 - t0, "score": t2 - t1, "advantages": time.perf_counter() - t2}
         f32 = np.float32
+
+        def opt(name, dtype):
+            return batch[name].astype(dtype) if name in batch else None
+
         return Experience(
             sequences=sequences,
             attention_mask=attention_mask,
             response_mask=response_mask,
             old_logprobs=old_logprobs,
             ref_logprobs=ref_logprobs.astype(f32),
-            old_values=values.astype(f32),
-            scores=scores.astype(f32),
+            old_values=None if values is None else values.astype(f32),
+            scores=scores,
             rewards=rewards.astype(f32),
             advantages=advantages.astype(f32),
-            returns=returns.astype(f32),
-            pretrain_ids=batch["pretrain_ids"].astype(np.int32),
-            pretrain_mask=batch["pretrain_mask"].astype(np.int32),
-            loss_mask=batch["loss_mask"].astype(f32),
+            returns=None if returns is None else returns.astype(f32),
+            pretrain_ids=opt("pretrain_ids", np.int32),
+            pretrain_mask=opt("pretrain_mask", np.int32),
+            loss_mask=opt("loss_mask", f32),
+            has_eos=has_eos,
+            reward_metrics=reward_metrics,
         )
-
-    def advantages(self, scores, old_logprobs, ref_logprobs, values, response_mask):
-        """3. Rewards, GAE advantages and returns of one rollout batch -> (rewards, advantages, returns) `[B, N]`.
-
-        scores `[B]`: raw reward-model scores, normalised/clipped with statistics over every rank's scores;
-        rewards: -beta * KL_t plus the shaped score at the last response token; advantages whitened over the
-        response tokens of all ranks when `whiten_advantages`. Returns are GAE advantages (before whitening) +
-        values.
-        """
-        c = self.config
-        shaped_scores = self._shape_scores(scores)
-        rewards = ppo_math.compute_rewards(
-            old_logprobs, ref_logprobs, shaped_scores, response_mask, self.kl_controller.value, c.kl_estimator
-        )
-        advantages, returns = ppo_math.gae_advantages(rewards, values, response_mask, c.gamma, c.lam)
-        if c.whiten_advantages:
-            advantages = self.ranks.whiten(advantages, response_mask)
-        return rewards, advantages, returns
-
-    def _shape_scores(self, scores: np.ndarray) -> np.ndarray:
-        """Normalise/clip scores; the running statistics are updated with every rank's scores (rank order),
-        except those `_finite_scores` left out (NaN/inf: their rows get 0)."""
-        if self.all_finite and self.ranks.world == 1:  # (all_finite: global counts, alike on every rank)
-            return self.score_normalizer(scores)
-        if self.all_finite:
-            self.score_normalizer(self.ranks.gather(scores))  # identical update on every rank
-            return self.score_normalizer(scores, update=False)
-        ok = self.score_ok
-        pairs = (scores, ok) if self.ranks.world == 1 else (self.ranks.gather(scores), self.ranks.gather(ok))
-        self.score_normalizer(pairs[0][pairs[1] > 0])
-        return np.where(ok > 0, self.score_normalizer(scores, update=False), 0.0)
-
-    def _finite_scores(self, scores: np.ndarray) -> np.ndarray:
-        """NaN/inf reward scores `[B]` (`score_guard`): 0 instead, kept out of the running statistics
-        (`_shape_scores`) and, through `score_ok` `[B]`, out of the losses; `no_update` when none is left."""
-        ok, bad, total = self.score_guard.check(scores, self.ranks, self.iteration)
-        self.score_ok, self.all_finite, self.no_update = ok.astype(np.float32), bad == 0, bad == total
-        return scores if ok.all() else np.where(ok, scores, 0.0)
 
     # ------------------------------------------------------------------------------------------ optimise
     def train_step(self, exp: Experience) -> Dict[str, float]:
-        """4. ppo_epochs passes of shuffled mini-batches; one actor and one critic update per mini-batch."""
+        """4. ppo_epochs passes of shuffled mini-batches; per mini-batch one actor update (and one critic update
+        with gae)."""
         c = self.config
-        if self.no_update:  # every reward score was NaN/inf (`_finite_scores`): nothing to learn from
+        if self.advantages.no_update:  # every reward score was NaN/inf: nothing to learn from
             return {}
         b = exp.sequences.shape[0]
         sums: Dict[str, list] = {}
@@ -213,43 +244,26 @@ class PPOTrainer:
             order = np.random.default_rng([c.seed, self.iteration, epoch]).permutation(b)
             for mb in range(c.num_mini_batches):
                 idx = order[mb * c.mini_batch_size : (mb + 1) * c.mini_batch_size]
-                t = {
-                    f.name: Tensor(getattr(exp, f.name)[idx]) for f in dataclasses.fields(exp)
-                }  # no deep copy
                 lr = self.actor_step.current_lr()
-                loss, a_metrics, overflow, a_norm = self.actor_step(
-                    t["sequences"], t["attention_mask"], t["response_mask"], t["old_logprobs"], t["advantages"],
-                    t["pretrain_ids"], t["pretrain_mask"], t["loss_mask"],
-                )  # fmt: skip
-                v_loss, v_metrics, v_overflow, v_norm = self.critic_step(
-                    t["sequences"], t["attention_mask"], t["response_mask"], t["old_values"], t["returns"]
-                )
-                overflow = bool(overflow.asnumpy())
-                log_line.info(
-                    "PPO Batch: %d | PPO Epoch: %d | loss: [%.6f] | lr: [%.6g] | is overflow: %s | loss scale: %s",
-                    mb, epoch, float(loss.asnumpy()), lr, overflow, self.actor_step.state_dict()["loss_scale"],
-                )  # fmt: skip
-                a = metrics_dict(ActorLoss.METRICS, a_metrics)
-                v = metrics_dict(CriticLoss.METRICS, v_metrics)
+                loss, overflow, row, a = self._update(exp, idx)
+                self._log_batch(mb, epoch, loss, lr, overflow)
                 first = first or a  # logprob_diff: before any update, rollout and training log-probs agree
-                row = {
-                    "ppo/loss/actor": float(loss.asnumpy()), "ppo/loss/policy": a["policy_loss"],
-                    "ppo/policy/clipfrac": a["clipfrac"], "ppo/policy/approx_kl": a["approx_kl"],
-                    "ppo/policy/entropy": a["entropy"], "ppo/loss/ptx": a["ptx_loss"],
-                    "ppo/loss/value": v["value_loss"], "ppo/val/clipfrac": v["value_clipfrac"],
-                    "ppo/val/mean": v["value_mean"], "ppo/loss/critic": float(v_loss.asnumpy()),
-                    "ppo/grad_norm/actor": float(a_norm.asnumpy()), "ppo/grad_norm/critic": float(v_norm.asnumpy()),
-                    "ppo/overflow/actor": float(overflow), "ppo/overflow/critic": float(bool(v_overflow.asnumpy())),
-                }  # fmt: skip
                 for key, value in row.items():
                     sums.setdefault(key, []).append(float(value))
         out = {k: float(np.mean(v)) for k, v in sums.items()}
         out["ppo/logprob_diff/max"] = first["logprob_diff_max"]
         out["ppo/logprob_diff/mean"] = first["logprob_diff_mean"]
         out["ppo/lr/actor"] = self.actor_step.current_lr()
-        out["ppo/lr/critic"] = self.critic_step.current_lr()
+        if self.critic_step is not None:
+            out["ppo/lr/critic"] = self.critic_step.current_lr()
         out["ppo/loss_scale/actor"] = self.actor_step.state_dict()["loss_scale"]
         return out
+
+    def _log_batch(self, mb, epoch, loss, lr, overflow) -> None:
+        log_line.info(
+            "PPO Batch: %d | PPO Epoch: %d | loss: [%.6f] | lr: [%.6g] | is overflow: %s | loss scale: %s",
+            mb, epoch, float(loss.asnumpy()), lr, overflow, self.actor_step.state_dict()["loss_scale"],
+        )  # fmt: skip
 
     def adapt_kl(self, kl: float, exp: Experience) -> float:
         """5. Adaptive KL (Ziegler et al. 2019): beta moves by the global batch, world * rollout batch, per
@@ -266,23 +280,9 @@ class PPOTrainer:
         return rollout
 
     def _experience_metrics(self, exp: Experience) -> Dict[str, float]:
-        mask = exp.response_mask
-        kl = ((exp.old_logprobs - exp.ref_logprobs) * mask).sum(1)  # k1 per sequence
-        lengths = mask.sum(1)
-        return {
-            "env/score_mean": float(exp.scores.mean()),
-            "env/score_std": float(exp.scores.std()),
-            "env/reward_mean": float(exp.rewards.sum(1).mean()),
-            "env/reward_std": float(exp.rewards.sum(1).std()),
-            "objective/kl": float(kl.mean()),
-            "objective/kl_coef": float(self.kl_controller.value),
-            "ppo/returns/mean": float(ppo_math.masked_mean(exp.returns, mask)),
-            "ppo/val/explained_variance": float(
-                ppo_math.explained_variance(exp.old_values, exp.returns, mask)
-            ),
-            "response/length_mean": float(lengths.mean()),
-            "response/length_max": float(lengths.max()),
-        }
+        return minibatch.experience_metrics(
+            exp, self.kl_controller.value, self.reference is not None, self.config.num_generations
+        )
 
     # ------------------------------------------------------------------------------------------ loop
     def train(self, stop_after: Optional[int] = None) -> Dict[str, float]:
@@ -310,7 +310,7 @@ class PPOTrainer:
             last = self.train_step(exp)  # 4
             train_seconds = time.perf_counter() - t_train
             last.update(self.rollout_metrics(exp))
-            self.adapt_kl(last["objective/kl"], exp)  # 5
+            self.adapt_kl(last.get("objective/kl", 0.0), exp)  # 5 (no reference: no KL, beta stays 0)
             elapsed = time.perf_counter() - start
             last.update(
                 {
@@ -326,7 +326,7 @@ class PPOTrainer:
                 self.iteration % c.log_interval == 0 or self.iteration == c.num_iterations - 1
             ):
                 self.metrics.write(self.iteration, last)
-            bar.set_postfix(score=f"{last['env/score_mean']:.3f}", kl=f"{last['objective/kl']:.3f}")
+            bar.set_postfix(score=f"{last['env/score_mean']:.3f}", kl=f"{last.get('objective/kl', 0.0):.3f}")
             self.iteration += 1
             save_now = (c.save_interval and self.iteration % c.save_interval == 0) or self.iteration == end
             if self.is_main and save_now:
@@ -358,8 +358,9 @@ class PPOTrainer:
         )  # fmt: skip
 
     def _state(self):
-        models = {"actor": self.actor, "critic": self.critic}
-        optimizers = {"actor": self.actor_optimizer, "critic": self.critic_optimizer}
+        models, optimizers = {"actor": self.actor}, {"actor": self.actor_optimizer}
+        if self.critic is not None:  # critic-free runs hold and save no critic
+            models["critic"], optimizers["critic"] = self.critic, self.critic_optimizer
         return models, optimizers
 
     def save(self) -> str:
@@ -375,9 +376,10 @@ class PPOTrainer:
             "score_normalizer": self.score_normalizer.state_dict(),
             "nonfinite_streak": self.score_guard.streak,
             "actor_step": self.actor_step.state_dict(),
-            "critic_step": self.critic_step.state_dict(),
             "config": self.config.to_dict(),
         }
+        if self.critic_step is not None:
+            state["critic_step"] = self.critic_step.state_dict()
         return save_run_state(self.save_dir, self.iteration, models, optimizers, state)
 
     def resume(self, save_dir: str) -> None:
@@ -388,5 +390,6 @@ class PPOTrainer:
         self.score_normalizer.load_state_dict(state["score_normalizer"])
         self.score_guard.streak = int(state.get("nonfinite_streak", 0))
         self.actor_step.load_state_dict(state["actor_step"])
-        self.critic_step.load_state_dict(state["critic_step"])
+        if self.critic_step is not None:
+            self.critic_step.load_state_dict(state["critic_step"])
         self.iteration = int(state["step"])
