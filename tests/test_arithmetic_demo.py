@@ -109,13 +109,17 @@ def test_evaluator_chunks_and_pads_without_changing_answers(tok):
     from mindrlhf.configs.run_config import load_run_config
     from mindrlhf.models.llama.model import LlamaForCausalLM
 
-    ms.set_context(mode=ms.GRAPH_MODE)
-    ms.set_seed(0)
-    model = LlamaForCausalLM(load_run_config(os.path.join(ROOT, "examples", "arithmetic_demo", "arith_llama.yaml"))
-                             .model_config)  # fmt: skip
-    pairs = [(1, 2), (30, 4), (55, 55), (9, 90), (0, 7)]
-    chunked = Evaluator(model, tok, batch=2).responses(pairs, sampled=False)
-    whole = Evaluator(model, tok, batch=5).responses(pairs, sampled=False)
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)  # the demo's mode; restored below (later tests expect the default)
+    try:
+        ms.set_seed(0)
+        model = LlamaForCausalLM(load_run_config(os.path.join(ROOT, "examples", "arithmetic_demo",
+                                                              "arith_llama.yaml")).model_config)  # fmt: skip
+        pairs = [(1, 2), (30, 4), (55, 55), (9, 90), (0, 7)]
+        chunked = Evaluator(model, tok, batch=2).responses(pairs, sampled=False)
+        whole = Evaluator(model, tok, batch=5).responses(pairs, sampled=False)
+    finally:
+        ms.set_context(mode=mode)
     np.testing.assert_array_equal(chunked, whole)
     assert chunked.shape == (5, 6)
 

@@ -5,7 +5,6 @@ import logging
 
 import numpy as np
 import pytest
-from mindspore import Tensor
 from test_ppo_trainer import make_trainer
 
 from mindrlhf.trainer.score_guard import RewardError
@@ -17,18 +16,18 @@ def _weights(cell):
 
 def test_non_finite_scores_are_left_out_and_stop_the_run_when_they_persist(tmp_path, caplog):
     trainer = make_trainer(tmp_path, normalize_scores=True, max_nonfinite_iterations=3)
-    real = trainer.scoring
+    real = trainer._score  # step 2 (reward, reference, critic forwards) -> numpy arrays
     broken = {"rows": [1, 3]}
     raw = {}
 
     def scoring(sequences, attention_mask):
         scores, ref_logprobs, values = real(sequences, attention_mask)
-        s = scores.asnumpy().copy()
+        s = np.array(scores, dtype=np.float32, copy=True)
         raw["scores"] = s.copy()
         s[broken["rows"]] = [np.nan, np.inf][: len(broken["rows"])] if len(broken["rows"]) == 2 else np.nan
-        return Tensor(s), ref_logprobs, values
+        return s, ref_logprobs, values
 
-    object.__setattr__(trainer, "scoring", scoring)
+    trainer._score = scoring
     with caplog.at_level(logging.WARNING, logger="mindrlhf.trainer.score_guard"):
         exp = trainer.make_experience(trainer.dataset.batch(0))
     assert any("2 of 4 reward-model scores are NaN/inf" in r.getMessage() for r in caplog.records)

@@ -93,9 +93,10 @@ def experience_metrics(
         "objective/kl_coef": float(kl_coef),
         "response/length_mean": float(lengths.mean()),
         "response/length_max": float(lengths.max()),
-        "response/clipped_fraction": float(1.0 - exp.has_eos.mean()),  # hit max_new_tokens without EOS
         **(exp.reward_metrics or {}),
     }
+    if exp.has_eos is not None:  # (an Experience built by hand may not say)
+        out["response/clipped_fraction"] = float(1.0 - exp.has_eos.mean())  # hit max_new_tokens without EOS
     if has_reference:
         out["objective/kl"] = float(((exp.old_logprobs - exp.ref_logprobs) * mask).sum(1).mean())  # k1
     if exp.returns is not None:
