@@ -317,14 +317,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    info = write_demo_corpus(
+    write_demo_corpus(
         args.output_dir,
         seed=args.seed,
         sft_refusal_rate=args.sft_refusal_rate,
         rm_pairs_per_prompt=args.rm_pairs_per_prompt,
         heldout_fraction=args.heldout_fraction,
     )
-    print(f"wrote {args.output_dir}: {info['counts']}")
     if args.vocab_size > 0:
         from mindrlhf.data.tokenizer import LlamaTokenizer, train_sentencepiece
 
@@ -333,5 +332,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             vocab_size=args.vocab_size,
             input_files=[os.path.join(args.output_dir, "tokenizer_corpus.txt")],
         )
-        print(f"wrote {path}: {LlamaTokenizer(path).vocab_size} pieces")
+        logger.info("wrote %s: %d pieces", path, LlamaTokenizer(path).vocab_size)
     return 0
