@@ -400,7 +400,7 @@ def test_cli_on_the_demo_corpus(tmp_path):
         env=env,
         check=True,
     )
-    assert "tokenizer.model: 1200 pieces" in run.stdout
+    assert "tokenizer.model: 1200 pieces" in run.stderr  # the demo corpus CLI logs (stderr)
     base = [sys.executable, SCRIPT, "--tokenizer_name_or_path", str(tmp_path), "--max_prompt_length", "32"]
     base += [
         "--seq_length",

@@ -102,7 +102,7 @@ def test_a_signal_mid_run_saves_says_how_to_resume_and_the_run_resumes(inputs, t
 
 def test_sft_stops_at_the_next_step_with_a_checkpoint_when_a_signal_comes(tmp_path):
     """In process: the signal arrives while step 3's batch is read; the loop saves step 3 and returns early
-    (no export), `stopped_by` says why, and the exit code would be 130."""
+    (no export), `stopped_by` says why, and the exit code would be 130 (or 143, see below)."""
     import numpy as np
     from test_sft_rm import TINY, T
 
@@ -128,7 +128,9 @@ def test_sft_stops_at_the_next_step_with_a_checkpoint_when_a_signal_comes(tmp_pa
         trainer.train()
     finally:
         signals.uninstall()
-    assert trainer.stopped_by == "SIGINT (Ctrl-C)" and signals.exit_code() == 130
+    # MindSpore's C-level handler may hold SIGINT when the signal lands and re-send it as SIGTERM (see the
+    # module doc of mindrlhf.utils.signals): either way the stop is clean and the exit code names the signal.
+    assert (trainer.stopped_by, signals.exit_code()) in (("SIGINT (Ctrl-C)", 130), ("SIGTERM", 143))
     assert trainer.step == 3 and trainer.total_steps == 12
     assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_000003"
     assert not (tmp_path / "model.ckpt").exists()  # stopped early: not exported
