@@ -38,7 +38,7 @@ setup(
     extras_require={
         # Test-time references only; never imported by mindrlhf itself.
         # torch is pinned exactly: this machine image carries its CPU wheel, a range pulls a CUDA build.
-        "test": ["pytest", "ruff", "torch==2.13.0", "transformers"],
+        "test": ["pytest", "pytest-xdist", "ruff", "torch==2.13.0", "transformers"],
         # Optional niceties, imported lazily where used.
         "extras": ["tensorboardX", "matplotlib"],
         # Never required: MindFormers can read our checkpoints and we read its YAMLs without it.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up the environment if needed, check the style (ruff check + ruff format --check, as pyproject.toml
-# configures them), then run the whole test suite. Extra arguments go to pytest. Fails when any step fails.
+# configures them), then run the whole test suite in two processes. Extra arguments go to pytest. Fails when any
+# step fails.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"
@@ -8,4 +9,8 @@ cd "$ROOT"
 echo "[lint] ruff check . && ruff format --check ."
 python -m ruff check .
 python -m ruff format --check .
-exec python -m pytest "$@"
+# Two worker processes (pytest-xdist; MINDRLHF_TEST_WORKERS=0 runs in one): most tests spend their time compiling
+# graphs on one core. --dist loadscope keeps a module's tests (and its module fixtures) in one worker.
+WORKERS="${MINDRLHF_TEST_WORKERS:-2}"
+if [ "$WORKERS" = "0" ]; then exec python -m pytest "$@"; fi
+exec python -m pytest -n "$WORKERS" --dist loadscope "$@"

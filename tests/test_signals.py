@@ -13,7 +13,7 @@ import time
 
 import pytest
 from conftest import ROOT
-from test_train_entry import OVERRIDES, inputs, run_train  # noqa: F401  (inputs: the module fixture)
+from test_train_entry import OVERRIDES, inputs  # noqa: F401  (inputs: the module fixture)
 
 from mindrlhf.utils.resume import resume_problems
 
@@ -69,7 +69,7 @@ def _start(inputs, save_dir, *extra):  # noqa: F811
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_mid_run_saves_says_how_to_resume_and_the_run_resumes(inputs, tmp_path, sig):  # noqa: F811
+def test_a_signal_mid_run_saves_and_says_how_to_resume(inputs, tmp_path, sig):  # noqa: F811
     save_dir = tmp_path / "out"
     # 8 iterations, no periodic save: the only checkpoint after the signal is the one the signal wrote.
     proc, log = _start(inputs, save_dir, "--num_iterations", "8", "--save_interval", "100")
@@ -92,12 +92,7 @@ def test_a_signal_mid_run_saves_says_how_to_resume_and_the_run_resumes(inputs, t
     assert 1 <= step < 8, latest
     assert f"after iteration {step} of 8" in err
     problems, state = resume_problems(str(save_dir), {}, ("actor", "critic"), ("kl_controller",))
-    assert problems == [] and state["step"] == step
-    if sig == signal.SIGINT:  # once is enough for the slow part: the checkpoint really continues the run
-        run_train(
-            inputs, save_dir, "--num_iterations", "8", "--save_interval", "100", "--resume", str(save_dir)
-        )
-        assert (save_dir / "checkpoints" / "latest").read_text().strip() == "step_000008"
+    assert problems == [] and state["step"] == step  # (that resuming is exact: test_train_entry.py)
 
 
 def test_sft_stops_at_the_next_step_with_a_checkpoint_when_a_signal_comes(tmp_path):
