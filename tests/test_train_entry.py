@@ -9,6 +9,7 @@ import sys
 import mindspore as ms
 import numpy as np
 import pytest
+import yaml
 from conftest import ROOT
 from test_ppo_trainer import MODEL, PROMPT, FakePrompts
 
@@ -183,14 +184,20 @@ def test_train_runs_prints_the_seed_line_and_resumes_exactly(inputs, tmp_path):
 
 
 def test_bad_inputs_are_reported_together_before_anything_starts(inputs, tmp_path):
-    # An RM YAML whose checkpoint does not match its config, a missing dataset, a typo'd override.
+    # An RM YAML whose checkpoint does not match its config, a missing dataset, a typo'd override, an SFT YAML
+    # with a negative fixed loss scale.
     cfg = LlamaConfig(**{**MODEL, "hidden_size": 64})
     bad_rm = write_run_yaml(cfg, str(tmp_path / "bad_rm.yaml"), checkpoint=str(inputs / "rm.ckpt"))
+    sft = yaml.safe_load(open(inputs / "sft.yaml"))
+    sft.setdefault("runner_wrapper", {})["scale_sense"] = -1.0
+    sft["load_checkpoint"] = str(inputs / "sft.ckpt")  # the copy lives elsewhere: an absolute path
+    bad_sft = tmp_path / "bad_sft.yaml"
+    bad_sft.write_text(yaml.safe_dump(sft))
     cmd = [
         sys.executable,
         os.path.join(ROOT, "train.py"),
         "--sft_model_path",
-        str(inputs / "sft.yaml"),
+        str(bad_sft),
         "--reward_model_path",
         bad_rm,
         "--dataset_dir",
@@ -205,7 +212,8 @@ def test_bad_inputs_are_reported_together_before_anything_starts(inputs, tmp_pat
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr[-3000:]
     err = proc.stderr
-    assert "3 problem(s)" in err and "Traceback" not in err and "PPO Batch" not in err
+    assert "4 problem(s)" in err and "Traceback" not in err and "PPO Batch" not in err
+    assert "bad_sft.yaml" in err and "runner_wrapper.scale_sense" in err and "finite number > 0" in err
     assert "clip_range" in err
     assert "missing.mindrecord" in err and "not found" in err
     assert "rm.ckpt" in err and "with a different shape" in err

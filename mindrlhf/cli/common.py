@@ -141,9 +141,14 @@ def print_config(prog: str, cls, path: Optional[str], kind: str, overrides: List
 def load_model_yaml(inputs: Inputs, path: str):
     """(run config, checkpoint params or None); the checkpoint is read once here and reused to build the model."""
     from mindrlhf.configs.run_config import load_run_config
+    from mindrlhf.trainer.train_step import SCALE_SENSE, parse_loss_scale
     from mindrlhf.utils.checkpoint import read_checkpoint
 
     run = inputs.attempt(load_run_config, path)
+    if (
+        run is not None
+    ):  # a bad runner_wrapper.scale_sense is reported with the other problems, before any build
+        inputs.attempt(parse_loss_scale, run.section(SCALE_SENSE, {}), path)
     if run is None or run.checkpoint_path is None:
         return run, None
     return run, inputs.attempt(read_checkpoint, run.checkpoint_path)

@@ -25,7 +25,7 @@ import os
 import sys
 from typing import List, Optional
 
-from mindrlhf.cli import common
+from mindrlhf.cli import common, pairs
 
 PROG = "train_dpo"
 
@@ -49,7 +49,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         return dist
     from mindrlhf.configs.dpo_config import DPOConfig
     from mindrlhf.models.llama.model import llama_param_shapes
-    from mindrlhf.trainer.rm_trainer import num_eval_rows
 
     inputs = common.Inputs()
     inputs.check(
@@ -67,24 +66,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         params = common.check_params(
             inputs, run, params, llama_param_shapes(run.model_config), args.model_config
         )
-    train_data = eval_data = None
-    if config is not None:
-        train_data = common.open_dataset(inputs, args.dataset, "rm", config, run)
-        if args.eval_dataset:
-            eval_data = common.open_dataset(
-                inputs, args.eval_dataset, "rm", config, run, flag="--eval_dataset"
-            )
-        if train_data is not None:
-            n_train = train_data.num_rows
-            if not args.eval_dataset and config.eval_fraction > 0:
-                n_train -= num_eval_rows(train_data.num_rows, config.eval_fraction)
-                inputs.check(
-                    n_train >= config.batch_size,
-                    f"{args.dataset}: {train_data.num_rows} pairs leave {n_train} for training after "
-                    f"eval_fraction={config.eval_fraction}, fewer than batch_size={config.batch_size}; lower one",
-                )
-            source = args.config or common.default_config_path("dpo")
-            common.check_schedule(inputs, config, n_train // config.batch_size, source)
+    train_data, eval_data = pairs.open_pairs(inputs, args, config, run, "dpo")
     common.check_resume(inputs, args.resume)
     if inputs.problems:
         return inputs.report(PROG)
@@ -95,23 +77,12 @@ def train(args, dist, config, run, params, train_data, eval_data) -> int:
     """Split off the held-out pairs, build policy and reference on the checked inputs and train."""
     from mindrlhf.models.llama.model import LlamaForCausalLM
     from mindrlhf.trainer.dpo_trainer import DPOTrainer, build_reference
-    from mindrlhf.trainer.rm_trainer import split_rows
     from mindrlhf.utils.checkpoint import load_param_dict
 
     common.set_context(run, dist.device_target, config.seed)
-    train_rows, eval_rows = train_data.read_all(), None
-    if eval_data is not None:
-        eval_rows = eval_data.read_all()
-        common.logger.info("held-out pairs: %d from %s", len(eval_rows["chosen_ids"]), args.eval_dataset)
-    elif config.eval_fraction > 0:
-        # Comparison sets are small: read once, split with a seeded permutation, batch in memory.
-        train_rows, eval_rows = split_rows(train_rows, config.eval_fraction, config.seed)
-        common.logger.info(
-            "held out %d of %d pairs of %s (eval_fraction=%g)", len(eval_rows["chosen_ids"]),
-            train_data.num_rows, args.dataset, config.eval_fraction,
-        )  # fmt: skip
-    else:
-        common.logger.warning("no --eval_dataset and eval_fraction=0: no held-out metrics will be reported")
+    train_rows, eval_rows = pairs.split_pairs(args, config, train_data, eval_data)
+    if train_rows is None:
+        train_rows = train_data.read_all()
     policy = LlamaForCausalLM(run.model_config)
     load_param_dict(policy, params, source=run.checkpoint_path, strict=True)
     # No local name for the reference: with precompute_ref_log_probs the trainer releases it after setup.
@@ -120,14 +91,17 @@ def train(args, dist, config, run, params, train_data, eval_data) -> int:
         train_rows, eval_rows, args.save_dir, loss_scale=run.section("runner_wrapper.scale_sense", {}),
     )  # fmt: skip
     common.logger.info("policy and frozen reference initialised from %s", run.checkpoint_path)
-    if args.resume:
-        trainer.resume(args.resume)
-    metrics = trainer.train(stop_at_step=args.stop_at_step)
-    common.logger.info(
-        "done: %d steps, held-out rewards/accuracies %.4f; model: %s", trainer.step,
-        metrics.get("eval/rewards/accuracies", float("nan")), os.path.join(args.save_dir, "model.yaml"),
-    )  # fmt: skip
-    return 0
+
+    def fit() -> None:
+        if args.resume:
+            trainer.resume(args.resume)
+        metrics = trainer.train(stop_at_step=args.stop_at_step)
+        common.logger.info(
+            "done: %d steps, held-out rewards/accuracies %.4f; model: %s", trainer.step,
+            metrics.get("eval/rewards/accuracies", float("nan")), os.path.join(args.save_dir, "model.yaml"),
+        )  # fmt: skip
+
+    return common.run_training(PROG, trainer, fit, args.save_dir)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import os
 import sys
 from typing import List, Optional
 
-from mindrlhf.cli import common
+from mindrlhf.cli import common, pairs
 
 PROG = "train_rm"
 
@@ -45,7 +45,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if isinstance(dist, int):
         return dist
     from mindrlhf.configs.train_config import RMConfig
-    from mindrlhf.trainer.rm_trainer import num_eval_rows, reward_init_params
+    from mindrlhf.trainer.rm_trainer import reward_init_params
 
     inputs = common.Inputs()
     inputs.check(
@@ -58,24 +58,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         where = f"{run.checkpoint_path} (named by {args.model_config})"
         if inputs.attempt(reward_init_params, params, run.model_config, where) is None:
             params = None
-    train_data = eval_data = None
-    if config is not None:
-        train_data = common.open_dataset(inputs, args.dataset, "rm", config, run)
-        if args.eval_dataset:
-            eval_data = common.open_dataset(
-                inputs, args.eval_dataset, "rm", config, run, flag="--eval_dataset"
-            )
-        if train_data is not None:
-            n_train = train_data.num_rows
-            if not args.eval_dataset and config.eval_fraction > 0:
-                n_train -= num_eval_rows(train_data.num_rows, config.eval_fraction)
-                inputs.check(
-                    n_train >= config.batch_size,
-                    f"{args.dataset}: {train_data.num_rows} pairs leave {n_train} for training after "
-                    f"eval_fraction={config.eval_fraction}, fewer than batch_size={config.batch_size}; lower one",
-                )
-            source = args.config or common.default_config_path("rm")
-            common.check_schedule(inputs, config, n_train // config.batch_size, source)
+    train_data, eval_data = pairs.open_pairs(inputs, args, config, run, "rm")
     from mindrlhf.models.roles import value_param_shapes
 
     common.check_resume(
@@ -89,23 +72,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def train(args, dist, config, run, params, train_data, eval_data) -> int:
     """Split off the held-out pairs, build the reward model on the checked inputs and train it."""
-    from mindrlhf.trainer.rm_trainer import ArrayBatches, RMTrainer, build_reward_model, split_rows
+    from mindrlhf.trainer.rm_trainer import ArrayBatches, RMTrainer, build_reward_model
 
     common.set_context(run, dist.device_target, config.seed)
-    eval_rows = None
-    if eval_data is not None:
-        eval_rows = eval_data.read_all()
-        common.logger.info("held-out pairs: %d from %s", len(eval_rows["chosen_ids"]), args.eval_dataset)
-    elif config.eval_fraction > 0:
-        # Comparison sets are small: read once, split with a seeded permutation, batch in memory.
-        train_rows, eval_rows = split_rows(train_data.read_all(), config.eval_fraction, config.seed)
+    train_rows, eval_rows = pairs.split_pairs(args, config, train_data, eval_data)
+    if train_rows is not None:
         train_data = ArrayBatches(train_rows, config.batch_size, config.shuffle, config.seed)
-        common.logger.info(
-            "held out %d of %d pairs of %s (eval_fraction=%g)", len(eval_rows["chosen_ids"]),
-            len(eval_rows["chosen_ids"]) + train_data.num_rows, args.dataset, config.eval_fraction,
-        )  # fmt: skip
-    else:
-        common.logger.warning("no --eval_dataset and eval_fraction=0: no held-out accuracy will be reported")
     model = build_reward_model(run.model_config, params, run.checkpoint_path or run.path)
     trainer = RMTrainer(
         config,
@@ -116,7 +88,7 @@ def train(args, dist, config, run, params, train_data, eval_data) -> int:
         loss_scale=run.section("runner_wrapper.scale_sense", {}),
     )
 
-    def run() -> None:
+    def fit() -> None:
         if args.resume:
             trainer.resume(args.resume)
         metrics = trainer.train(stop_at_step=args.stop_at_step)
@@ -125,7 +97,7 @@ def train(args, dist, config, run, params, train_data, eval_data) -> int:
             metrics.get("eval/accuracy", float("nan")), os.path.join(args.save_dir, "model.yaml"),
         )  # fmt: skip
 
-    return common.run_training(PROG, trainer, run, args.save_dir)
+    return common.run_training(PROG, trainer, fit, args.save_dir)
 
 
 if __name__ == "__main__":
