@@ -295,7 +295,8 @@ def train(args, dist, loaded, parallel) -> int:
     if not ppo.critic_free:
         critic = _build_critic(sft_run, reward_run, sft_params, loaded.get("reward_params"))
     if common.shards_the_model(parallel, dist.world_size):  # tensor/pipeline parallel (refused on CPU above)
-        layout = llama_layout_from_config(parallel, sft_run.model_config.num_layers)
+        cfg = sft_run.model_config
+        layout = llama_layout_from_config(parallel, cfg.num_layers, cfg.qkv_has_bias)
         for role in (actor, reference, reward, critic):
             if role is not None:
                 apply_layout(role, layout)

@@ -12,6 +12,8 @@ our `Linear` computing `x[N, in] @ W[out, in]^T` (N = B*T):
 - embedding gather (`embedding_weight[V, H]`, `input_ids[B, T]`): `((1, 1), (dp, 1))` when `vocab_emb_dp`
   (table replicated), else `((mp, 1), (dp, 1))` (vocab-parallel table, masked lookups summed over mp).
 - lm_head: `((dp, 1), (1, 1))` when `vocab_emb_dp`, else `((dp, 1), (mp, 1))` (logits split over the vocab).
+- q/k/v bias (Qwen2, `qkv_has_bias`): `((dp, mp), (mp,))` - added to the column-parallel output where it lies,
+  each device holding the out/mp slice of the bias (MindFormers shards its bias add the same way).
 
 Pipeline: layer i runs on stage `i // (num_layers // pp)`; the embedding on stage 0; `norm_out` and `lm_head`
 on stage pp - 1. This mirrors MindFormers' Llama so checkpoints and strategy files line up.
@@ -56,9 +58,17 @@ class LlamaLayout:
 
 
 def llama_layout(
-    data_parallel: int, model_parallel: int, pipeline_stage: int, vocab_emb_dp: bool, num_layers: int
+    data_parallel: int,
+    model_parallel: int,
+    pipeline_stage: int,
+    vocab_emb_dp: bool,
+    num_layers: int,
+    qkv_has_bias: bool = False,
 ) -> LlamaLayout:
-    """Strategies for our Llama cells (see module docstring); `num_layers` must be divisible by `pipeline_stage`."""
+    """Strategies for our Llama cells (see module docstring); `num_layers` must be divisible by `pipeline_stage`.
+
+    `qkv_has_bias` (Qwen2) adds the strategies of the q/k/v bias adds.
+    """
     dp, mp, pp = data_parallel, model_parallel, pipeline_stage
     if min(dp, mp, pp, num_layers) < 1:
         raise ValueError(
@@ -94,6 +104,12 @@ def llama_layout(
             REPLICATED if vocab_emb_dp else VOCAB,
         ),
     ]
+    if qkv_has_bias:
+        for name, out in (("wq", "nh*hd"), ("wk", "nkv*hd"), ("wv", "nkv*hd")):
+            ops.append(
+                OpShard(layer + f"attention.{name}.bias_add", ((dp, mp), (mp,)),
+                        (f"y [B*T, {out}]", f"bias [{out}]"), COLUMN)
+            )  # fmt: skip
     per_stage = num_layers // pp
     return LlamaLayout(
         data_parallel=dp,
@@ -106,11 +122,16 @@ def llama_layout(
     )
 
 
-def llama_layout_from_config(parallel_config, num_layers: int) -> LlamaLayout:
+def llama_layout_from_config(parallel_config, num_layers: int, qkv_has_bias: bool = False) -> LlamaLayout:
     """`llama_layout` for a `mindrlhf.parallel.config.ParallelConfig`."""
     dims = parallel_config.parallel_config
     return llama_layout(
-        dims.data_parallel, dims.model_parallel, dims.pipeline_stage, dims.vocab_emb_dp, num_layers
+        dims.data_parallel,
+        dims.model_parallel,
+        dims.pipeline_stage,
+        dims.vocab_emb_dp,
+        num_layers,
+        qkv_has_bias,
     )
 
 
@@ -122,16 +143,21 @@ def llama_op_shapes(
     n_kv_heads: Optional[int],
     ffn_hidden_size: int,
     vocab_size: int,
+    head_dim: Optional[int] = None,
+    qkv_has_bias: bool = False,
 ) -> Dict[str, Tuple[Shape, ...]]:
-    """Input shapes of each op in `llama_layout` for one training forward (no KV cache: S = T)."""
+    """Input shapes of each op in `llama_layout` for one training forward (no KV cache: S = T).
+
+    `head_dim` defaults to hidden_size // num_heads (Llama-2); Qwen2/Llama-3 YAMLs may set it explicitly.
+    """
     b, t, h, v, f = batch_size, seq_length, hidden_size, vocab_size, ffn_hidden_size
     nh = num_heads
     nkv = num_heads if n_kv_heads is None else n_kv_heads
-    hd = h // nh
+    hd = h // nh if head_dim is None else head_dim
     rep = nh // nkv
     n = b * t
     layer = "model.layers.*."
-    return {
+    shapes = {
         "model.tok_embeddings.gather": ((v, h), (b, t)),
         layer + "attention.wq.matmul": ((n, h), (nh * hd, h)),
         layer + "attention.wk.matmul": ((n, h), (nkv * hd, h)),
@@ -144,6 +170,10 @@ def llama_op_shapes(
         layer + "feed_forward.w2.matmul": ((n, f), (h, f)),
         "lm_head.matmul": ((n, h), (v, h)),
     }
+    if qkv_has_bias:
+        for name, out in (("wq", nh * hd), ("wk", nkv * hd), ("wv", nkv * hd)):
+            shapes[layer + f"attention.{name}.bias_add"] = ((n, out), (out,))
+    return shapes
 
 
 def check_layout(layout: LlamaLayout, shapes: Mapping[str, Sequence[Shape]]) -> List[str]:

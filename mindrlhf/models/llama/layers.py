@@ -90,6 +90,12 @@ class Linear(nn.Cell):
         self.has_bias = has_bias
         if has_bias:
             self.bias = Parameter(initializer(Zero(), (out_dim,), ms_dtype(param_dtype)), name="bias")
+            self.bias_add = (
+                ops.Add()
+            )  # a primitive of its own, so tensor parallel can shard it with the matmul
+        # Decode-sized inputs compute (W x^T)^T on one device (faster on CPU, see construct); a sharded model keeps
+        # x @ W^T, the operand order its strategies describe (mindrlhf.parallel.apply turns this off).
+        self.swap_decode = True
         self.in_dim = in_dim
         self.out_dim = out_dim
         self.compute_dtype = ms_dtype(compute_dtype)
@@ -99,7 +105,7 @@ class Linear(nn.Cell):
         shape = x.shape
         x2d = x.reshape(-1, self.in_dim).astype(self.compute_dtype)
         w = self.weight.astype(self.compute_dtype)
-        if 16 < x2d.shape[0] <= 128:
+        if self.swap_decode and 16 < x2d.shape[0] <= 128:
             # Decode-sized inputs (a rollout batch of one-token rows): on CPU, x W^T ran at 16-26 GFLOP/s for
             # 32-64 rows while (W x^T)^T ran 2x faster (measured in GRAPH mode; equal at 8 rows, slower from
             # 256). The row count is static, so this is decided once per compiled graph.
@@ -107,7 +113,7 @@ class Linear(nn.Cell):
         else:
             y = self.matmul(x2d, w)
         if self.has_bias:
-            y = y + self.bias.astype(self.compute_dtype)
+            y = self.bias_add(y, self.bias.astype(self.compute_dtype))
         return y.reshape(shape[:-1] + (self.out_dim,))
 
 
