@@ -141,3 +141,46 @@ def test_loading_copies_and_is_seen_by_compiled_graphs(tmp_path):
     assert all(np.array_equal(p.asnumpy(), params[n].asnumpy()) for n, p in b.parameters_and_names())
     load_param_dict(a, params)  # restore a after its graph ran
     assert np.array_equal(forward(ids).asnumpy(), before)
+
+
+def test_a_tied_model_loads_a_checkpoint_that_also_stores_the_head_only_when_it_is_the_embedding(
+    tmp_path, caplog
+):
+    """Some exports store lm_head.weight for a tie_word_embeddings model; an identical copy is dropped (one info
+    line), a different one is refused with the field to change."""
+    ms.set_seed(0)
+    tied = LlamaConfig(**SMALL, tie_word_embeddings=True)
+    source = LlamaForCausalLM(tied)
+    weights = _weights(source)
+    assert "lm_head.weight" not in weights  # the head *is* the embedding: saved once
+    embedding = weights["model.tok_embeddings.embedding_weight"]
+    save_checkpoint({**weights, "lm_head.weight": embedding}, str(tmp_path / "with_head.ckpt"))
+    model = LlamaForCausalLM(tied)
+    with caplog.at_level("INFO", logger="mindrlhf.utils.checkpoint"):
+        assert load_checkpoint(model, str(tmp_path / "with_head.ckpt")) == []
+    assert "the copy is not loaded" in caplog.text
+    np.testing.assert_array_equal(model.lm_head.weight.asnumpy(), embedding)
+
+    save_checkpoint({**weights, "lm_head.weight": embedding + 1.0}, str(tmp_path / "untied.ckpt"))
+    with pytest.raises(CheckpointError, match="untied.ckpt.*differs from model.tok_embeddings.embedding_weight.*"
+                       "set tie_word_embeddings: false"):  # fmt: skip
+        load_checkpoint(LlamaForCausalLM(tied), str(tmp_path / "untied.ckpt"))
+    # An untied model still refuses nothing it needs and loads its own head.
+    untied = LlamaForCausalLM(LlamaConfig(**SMALL))
+    load_checkpoint(untied, str(tmp_path / "untied.ckpt"))
+    np.testing.assert_array_equal(untied.lm_head.weight.asnumpy(), embedding + 1.0)
+
+
+def test_entry_points_drop_the_tied_copy_when_they_read_the_model_yaml(tmp_path):
+    from mindrlhf.cli import common
+    from mindrlhf.configs.run_config import write_run_yaml
+
+    tied = LlamaConfig(**SMALL, tie_word_embeddings=True)
+    weights = _weights(LlamaForCausalLM(tied))
+    head = weights["model.tok_embeddings.embedding_weight"] * 2.0
+    save_checkpoint({**weights, "lm_head.weight": head}, str(tmp_path / "m.ckpt"))
+    yaml_path = write_run_yaml(tied, str(tmp_path / "m.yaml"), checkpoint=str(tmp_path / "m.ckpt"))
+    inputs = common.Inputs()
+    run, params = common.load_model_yaml(inputs, yaml_path)
+    assert params is None and len(inputs.problems) == 1
+    assert "m.ckpt (named by" in inputs.problems[0] and "tie_word_embeddings: false" in inputs.problems[0]

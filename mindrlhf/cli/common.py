@@ -142,16 +142,19 @@ def load_model_yaml(inputs: Inputs, path: str):
     """(run config, checkpoint params or None); the checkpoint is read once here and reused to build the model."""
     from mindrlhf.configs.run_config import load_run_config
     from mindrlhf.trainer.train_step import SCALE_SENSE, parse_loss_scale
-    from mindrlhf.utils.checkpoint import read_checkpoint
+    from mindrlhf.utils.checkpoint import drop_tied_head, read_checkpoint
 
     run = inputs.attempt(load_run_config, path)
-    if (
-        run is not None
-    ):  # a bad runner_wrapper.scale_sense is reported with the other problems, before any build
+    # A bad runner_wrapper.scale_sense is reported with the other problems, before anything is built.
+    if run is not None:
         inputs.attempt(parse_loss_scale, run.section(SCALE_SENSE, {}), path)
     if run is None or run.checkpoint_path is None:
         return run, None
-    return run, inputs.attempt(read_checkpoint, run.checkpoint_path)
+    params = inputs.attempt(read_checkpoint, run.checkpoint_path)
+    if params is None:
+        return run, None
+    tied = run.model_config.tie_word_embeddings
+    return run, inputs.attempt(drop_tied_head, params, tied, f"{run.checkpoint_path} (named by {path})")
 
 
 def check_params(inputs: Inputs, run, params, expected: Dict[str, Tuple[int, ...]], flag_path: str):
@@ -243,52 +246,6 @@ def check_resume(
     return None if problems else state
 
 
-def yaml_device_target(model_yaml: str) -> Optional[str]:
-    """The run YAML's `context.device_target`, or None (also when the YAML is bad: validation reports that)."""
-    from mindrlhf.configs.loader import load_yaml
-
-    try:
-        context = load_yaml(model_yaml).get("context")
-    except MindRLHFError:
-        return None
-    target = context.get("device_target") if isinstance(context, dict) else None
-    return None if target is None else str(target)
-
-
-def choose_device_target(flag: Optional[str], model_yaml: str) -> str:
-    """--device_target, else the run YAML's `context.device_target`, else CPU; refused (one ConfigError saying
-    what to pass) when this MindSpore build cannot run on it, before MindSpore fails with its own traceback."""
-    from mindrlhf.configs.loader import ConfigError
-    from mindrlhf.parallel.runtime import normalize_device_target
-
-    from_yaml = None if flag else yaml_device_target(model_yaml)
-    try:
-        target = normalize_device_target(flag or from_yaml or "CPU")
-    except ConfigError as exc:
-        where = "--device_target" if flag else f"{model_yaml}: field 'context.device_target'"
-        raise ConfigError(f"{where}: {str(exc).split(': ', 1)[-1]}") from None
-    if target != "CPU" and not _mindspore_has(target):
-        usable = ["CPU"] + [t for t in ("GPU", "Ascend") if t != target and _mindspore_has(t)]
-        runs_on = "runs only on CPU" if len(usable) == 1 else f"runs on {', '.join(usable)}"
-        if flag:
-            raise ConfigError(
-                f"--device_target {flag}: this MindSpore build cannot run on {target} (it {runs_on}); "
-                f"pass --device_target CPU or install MindSpore for {target}"
-            )
-        raise ConfigError(
-            f"asks for {target} (context.device_target: {from_yaml}) but this MindSpore build {runs_on}; "
-            "pass --device_target CPU to run it here",
-            model_yaml,
-        )
-    return target
-
-
-def _mindspore_has(target: str) -> bool:
-    import mindspore as ms
-
-    return bool(ms.hal.is_available(target))
-
-
 def start(prog: str, device_flag: Optional[str], model_yaml: str, save_dir: str):
     """Choose the device, start communication when launched by msrun or a rank table, then log per rank
     (rank 0 -> SAVE_DIR/train.log, rank r -> SAVE_DIR/train_rank{r}.log). Returns the DistributedInfo, or an
@@ -296,6 +253,7 @@ def start(prog: str, device_flag: Optional[str], model_yaml: str, save_dir: str)
 
     Communication comes first: under msrun the scheduler process runs the command too and never returns from
     `init_distributed`, so it must not have written anything before."""
+    from mindrlhf.cli.device import choose_device_target
     from mindrlhf.parallel import init_distributed
     from mindrlhf.utils.logging import setup_logging
 

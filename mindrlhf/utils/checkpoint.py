@@ -169,6 +169,32 @@ def check_compatible(
     return missing, unexpected
 
 
+TIED_HEAD, EMBEDDING = "lm_head.weight", "model.tok_embeddings.embedding_weight"
+
+
+def drop_tied_head(params: Mapping[str, Any], tie_word_embeddings: bool, source: str) -> Mapping[str, Any]:
+    """`params` without a stored `lm_head.weight` that merely repeats the embedding of a tied model.
+
+    A model with `tie_word_embeddings: true` has no head weight of its own (it *is* the embedding), yet some
+    exports store the head anyway (a MindFormers checkpoint saved with the head listed, an HF file with both).
+    An identical copy is dropped with one info line; a different one means the checkpoint's head is not tied,
+    which raises CheckpointError naming the field to change. Untied models and checkpoints without a head pass
+    through unchanged.
+    """
+    if not tie_word_embeddings or TIED_HEAD not in params:
+        return params
+    head, embedding = params[TIED_HEAD], params.get(EMBEDDING)
+    as_array = lambda v: v.asnumpy() if hasattr(v, "asnumpy") else np.asarray(v)  # noqa: E731
+    if embedding is None or not np.array_equal(as_array(head), as_array(embedding)):
+        raise CheckpointError(
+            f"{source}: the checkpoint stores an lm_head.weight that differs from {EMBEDDING}, but the model "
+            "config sets tie_word_embeddings: true (one matrix for both); set tie_word_embeddings: false in the "
+            "YAML's model_config to load this untied head"
+        )
+    logger.info("%s: lm_head.weight equals the embedding of this tied model; the copy is not loaded", source)
+    return {name: value for name, value in params.items() if name != TIED_HEAD}
+
+
 def load_param_dict(
     model: nn.Cell, params: Mapping[str, Any], source: str = "<params>", strict: bool = True
 ) -> List[str]:
@@ -176,9 +202,12 @@ def load_param_dict(
 
     strict=True: missing, unexpected and shape-mismatched names are all errors (one message lists them).
     strict=False: only the names present in both are loaded (shape mismatches are still errors).
-    Values are cast to each parameter's dtype. A training checkpoint's optimizer/training entries are skipped
+    A tied model's stored copy of its head is handled by `drop_tied_head`. Values are cast to each parameter's dtype. A training checkpoint's optimizer/training entries are skipped
     with one info line (see `check_compatible`).
     """
+    params = drop_tied_head(
+        params, getattr(getattr(model, "config", None), "tie_word_embeddings", False), source
+    )
     model_params = {name: p for name, p in model.parameters_and_names() if not name.startswith("kv_cache.")}
     ckpt_shapes = {n: tuple(v.shape) for n, v in params.items() if not n.startswith(META_PREFIX)}
     check_compatible({n: tuple(p.shape) for n, p in model_params.items()}, ckpt_shapes, source, strict)
