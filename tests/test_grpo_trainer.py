@@ -83,6 +83,47 @@ def test_actor_loss_cell_equals_numpy_reference_under_jit(loss_agg, ratio_level,
     assert m["clipfrac"] > 0  # the case exercises the clip
 
 
+@pytest.mark.parametrize("loss_agg", grpo_math.LOSS_AGGREGATIONS)
+def test_data_parallel_ranks_weight_the_loss_by_what_its_aggregation_divides_by(loss_agg):
+    """Two ranks with different token counts: the rank losses combined with the cell's weights (tokens for
+    token_mean, rows for the per-row aggregations) equal one process's loss on the global batch; the other
+    weighting does not. The cell hands those weights to GlobalMean (recorded here in PyNative)."""
+    rng = np.random.RandomState(3)
+    logprobs, old, _, mask, adv = _policy_case(rng, b=6, n=6)
+    mask[3:, 2:] = 0  # rank 1 holds far fewer tokens than rank 0
+    whole = grpo_math.policy_loss(logprobs, old, adv, mask, 0.2, None, loss_agg, "token", 6).loss
+    halves = [slice(0, 3), slice(3, 6)]
+    losses = [grpo_math.policy_loss(logprobs[h], old[h], adv[h], mask[h], 0.2, None, loss_agg, "token", 6).loss
+              for h in halves]  # fmt: skip
+    weights = {"tokens": [mask[h].sum() for h in halves], "rows": [3.0, 3.0]}
+    right = "tokens" if loss_agg == "token_mean" else "rows"
+    wrong = "rows" if right == "tokens" else "tokens"
+    combine = lambda w: float(np.dot(losses, w) / np.sum(w))  # noqa: E731  (what GlobalMean computes)
+    np.testing.assert_allclose(combine(weights[right]), whole, rtol=1e-5)
+    assert abs(combine(weights[wrong]) - whole) > 1e-4
+
+    class RecordingMean(ms.nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.weights = []
+
+        def construct(self, mean, count):
+            self.weights.append(float(count.asnumpy()))
+            return mean
+
+    ms.set_seed(0)
+    actor = LlamaForCausalLM(LlamaConfig(**MODEL))
+    seq = rng.randint(3, 64, (6, PROMPT + NEW)).astype(np.int32)
+    cell = CriticFreeActorLoss(actor, PROMPT, 0.7, PolicyLoss(0.2, None, loss_agg, "token", NEW), 0.0, 0.0)
+    cell.global_mean = RecordingMean()
+    resp_mask = np.ones((6, NEW), np.float32)
+    resp_mask[3:, 2:] = 0
+    zeros = np.zeros((6, NEW), np.float32)
+    cell(*(Tensor(x) for x in (seq, np.ones_like(seq), resp_mask, zeros, adv, zeros)))
+    assert cell.global_mean.weights[0] == (resp_mask.sum() if right == "tokens" else 6.0)  # the policy loss
+    assert cell.global_mean.weights[1] == resp_mask.sum()  # clipfrac: a token fraction
+
+
 def test_reward_sources_combine_model_and_functions_with_eos_penalty():
     cfg = PPOConfig(
         advantage_estimator="grpo", num_generations=2, rollout_batch_size=4, mini_batch_size=2,

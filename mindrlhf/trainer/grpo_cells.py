@@ -90,9 +90,11 @@ class CriticFreeActorLoss(nn.Cell):
     advantages [B], ref_logprobs [B, N]) -> (loss, metrics `[len(METRICS)]` named by `METRICS`).
     `response_mask` here is the loss mask (with `mask_truncated_completions`, truncated rows are 0).
     With beta == 0 the KL term is not in the graph and ref_logprobs is ignored (pass zeros).
-    `world` > 1 data-parallel ranks: the loss and metrics are averaged over ranks weighted by their real tokens
-    (exact for token_mean; for the per-row aggregations it weights each rank by its token count, which equals the
-    global value when every rank holds the same number of rows and tokens).
+    `world` > 1 data-parallel ranks: N ranks train as one process on the global mini-batch. The loss is averaged
+    over ranks weighted by what its aggregation divides by: real tokens for token_mean, rows for the per-row
+    aggregations (seq_mean_token_mean, seq_mean_token_sum_norm: every rank holds the same number of rows, so
+    this is the plain mean over ranks; weighting those by tokens would favour the ranks with longer responses).
+    Token-level metrics (clipfrac, approx_kl, entropy, log-prob diff) are weighted by tokens.
     """
 
     METRICS = (
@@ -117,22 +119,25 @@ class CriticFreeActorLoss(nn.Cell):
         self.beta = float(beta)
         self.entropy_coef = float(entropy_coef)
         self.global_mean = GlobalMean(world)
+        self.loss_weighted_by_tokens = policy_loss.aggregation.loss_agg == "token_mean"
         self.distributed = world > 1
         if self.distributed:
             self.all_gather = ops.AllGather()
 
     def construct(self, sequences, attention_mask, response_mask, old_logprobs, advantages, ref_logprobs):
         tokens = ops.stop_gradient(response_mask.astype(ms.float32).sum())
+        rows = ops.ones((), ms.float32) * response_mask.shape[0]
+        loss_weight = tokens if self.loss_weighted_by_tokens else rows
         logprobs, logits = self.logprobs(sequences, attention_mask)
         pg_loss, clipfrac, low, high, approx_kl = self.policy_loss(
             logprobs, old_logprobs, advantages, response_mask
         )
-        pg_loss = self.global_mean(pg_loss, tokens)
+        pg_loss = self.global_mean(pg_loss, loss_weight)
         loss = pg_loss
         kl = ops.zeros((), ms.float32)
         if self.beta > 0:  # a graph constant: no reference input is read when the KL term is off
             kl = self.global_mean(
-                self.policy_loss.aggregation(kl_in_loss(logprobs, ref_logprobs), response_mask), tokens
+                self.policy_loss.aggregation(kl_in_loss(logprobs, ref_logprobs), response_mask), loss_weight
             )
             loss = loss + self.beta * kl
         entropy = losses.masked_mean(losses.entropy_from_logits(logits, self.temperature), response_mask)
