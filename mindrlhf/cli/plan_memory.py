@@ -2,7 +2,7 @@
 before launch, from the same inputs as train.py.
 
     mindrlhf-plan-memory --sft_model_path SFT.yaml [--reward_model_path RM.yaml] [--config PPO_CONFIG.yaml] \
-        [--device_memory_gb 64] [--runtime_overhead_gb 0] [--json] [--key value ...]
+        [--device_memory_gb 64] [--recompute none|selective|full] [--runtime_overhead_gb 0] [--json] [--key value ...]
 
 `--key value` overrides any PPOConfig field, as in train.py (e.g. `--rollout_batch_size 16`); without --config
 the packaged ppo_config.yaml is used (grpo_config.yaml for a critic-free `--advantage_estimator`). The layout
@@ -18,6 +18,7 @@ import sys
 from typing import List, Optional
 
 from mindrlhf.cli import common
+from mindrlhf.tools.plan_memory import RECOMPUTE_MODES
 
 PROG = "mindrlhf-plan-memory"
 
@@ -39,20 +40,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--runtime_overhead_gb", type=float, default=0.0,
         help="GiB the framework takes besides the model (measured; CPU: bench/bench_memory_plan.py)",
     )  # fmt: skip
+    parser.add_argument(
+        "--recompute", choices=RECOMPUTE_MODES, default=None,
+        help="activations to count toward the peak (default: the SFT YAML's recompute_config)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the plan as JSON instead of a table")
+    parser.add_argument("--reward_funcs", nargs="+", default=None, help="as train.py (config field)")
+    parser.add_argument("--reward_weights", nargs="+", type=float, default=None, help="as train.py")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args, overrides = build_parser().parse_known_args(argv)
-    from mindrlhf.cli.train import default_kind
-    from mindrlhf.configs.loader import parse_overrides
+    from mindrlhf.cli.train import config_overrides, default_kind
     from mindrlhf.configs.ppo_config import PPOConfig
     from mindrlhf.parallel.config import ParallelConfig
     from mindrlhf.tools.plan_memory import GIB, plan_from_runs
 
     inputs = common.Inputs()
-    mapping = inputs.attempt(parse_overrides, overrides)
+    mapping = inputs.attempt(config_overrides, args, overrides)
     ppo = None
     if mapping is not None:
         config_path = args.config or common.default_config_path(default_kind(mapping))
@@ -69,7 +75,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if inputs.problems:
         return inputs.report(PROG)
     plan = plan_from_runs(
-        sft, ppo, reward, parallel,
+        sft, ppo, reward, parallel, recompute=args.recompute,
         device_memory_gb=args.device_memory_gb, runtime_overhead=int(args.runtime_overhead_gb * GIB),
     )  # fmt: skip
     if args.json:

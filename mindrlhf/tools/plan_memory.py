@@ -41,6 +41,7 @@ Assumptions, per device (B = bytes of the dtype; dp, mp, pp from the SFT YAML's 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Dict, List, Mapping, Optional
 
 GIB = 1024**3
@@ -321,8 +322,11 @@ def plan_memory(
     return MemoryPlan(roles, layout, recompute, phases, int(device_memory_gb * GIB), int(runtime_overhead))
 
 
-def plan_from_runs(sft_run, ppo, reward_run=None, parallel=None, **kwargs) -> MemoryPlan:
-    """`plan_memory` from loaded run YAMLs (`RunConfig`): the layout and recompute settings are the SFT YAML's."""
+def plan_from_runs(
+    sft_run, ppo, reward_run=None, parallel=None, world_size=None, recompute=None, **kwargs
+) -> MemoryPlan:
+    """`plan_memory` from loaded run YAMLs (`RunConfig`): the layout and recompute settings are the SFT YAML's
+    (`world_size=1`: one process, which ignores `parallel_config` as train.py does; `recompute` overrides)."""
     if parallel is None:
         from mindrlhf.parallel.config import ParallelConfig
 
@@ -331,10 +335,17 @@ def plan_from_runs(sft_run, ppo, reward_run=None, parallel=None, **kwargs) -> Me
         sft_run.model_config,
         ppo,
         None if reward_run is None else reward_run.model_config,
-        layout=Layout.from_parallel(parallel),
-        recompute=recompute_mode(sft_run.raw),
+        layout=Layout() if world_size == 1 else Layout.from_parallel(parallel),
+        recompute=recompute or recompute_mode(sft_run.raw),
         **kwargs,
     )
+
+
+def device_memory_gb(device_target: str) -> float:
+    """The memory to plan against: 64 GiB (an Ascend 910B) on an accelerator, the machine's RAM on CPU."""
+    if str(device_target).upper() != "CPU":
+        return 64.0
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
 
 
 if __name__ == "__main__":
