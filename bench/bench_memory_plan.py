@@ -16,11 +16,11 @@ What CPU adds to the model's bytes is measured, not folded into the formula, as 
 - graph workspace: what MindSpore's CPU graphs keep beyond the tensors the plan counts. Two effects, one term each
   (docs/benchmarks.md, "What MindSpore's CPU build costs"): ~100-150 KB per compiled kernel node, which grows
   with the number of layers (a per layer), and kernel buffers that grow with the tensors (Transpose index tables,
-  broadcast workspaces, buffers each graph keeps for itself), taken as k x the plan's largest phase.
+  broadcast workspaces), which each compiled graph keeps for itself on CPU: k x the sum of the plan's phases.
   a and k are measured at two calibration shapes (`--calibrate`, default `tiny` and `default`: at `tiny` the
   model's tensors are < 1 MB, so its peak is baseline + a x 2 layers) and applied unchanged at every other shape,
   whose ratio is the validation. The calibration shapes' own ratios are 1 by construction and marked.
-estimate = plan (resident + largest phase) + baseline + a x layers + k x largest phase; the target is within 25%
+estimate = plan (resident + largest phase) + baseline + a x layers + k x sum of phases; the target is within 25%
 of the measured peak at every other shape. The last line printed is one JSON object.
 """
 
@@ -49,6 +49,7 @@ SHAPES = {
     "default": (1000, 256, 688, 4, 4, 2, 8, 32, 32, 8),  # bench_ppo.py's default
     "mid": (4000, 512, 1376, 4, 8, 4, 16, 32, 64, 16),
     "batch32": (1000, 256, 688, 4, 4, 2, 32, 32, 32, 32),  # bench_ppo.py --batch 32 --mini-batch 32
+    "long": (1000, 256, 688, 4, 4, 2, 8, 32, 128, 8),  # bench_ppo.py --response 128
     "h1024": (1000, 1024, 2752, 4, 16, 8, 8, 32, 32, 8),  # bench_ppo.py --hidden 1024 ... (Scaling table)
     "large": (8000, 768, 2064, 6, 12, 4, 16, 64, 64, 16),  # issue 18's larger shape (~15 GB; not by default)
 }
@@ -177,11 +178,11 @@ def plan_of(name: str):
 
 
 def calibrate(measured, names):
-    """(a bytes per layer, k) solving peak - baseline - resident = a x layers + k x largest phase at two shapes."""
+    """(a bytes per layer, k) solving peak - baseline - plan = a x layers + k x sum of phases at two shapes."""
     lhs, rhs = [], []
     for name in names:
         plan, m = plan_of(name), measured[name]
-        lhs.append([SHAPES[name][3], plan.phases[plan.largest_phase]])
+        lhs.append([SHAPES[name][3], sum(plan.phases.values())])
         rhs.append(m["peak"] - m["baseline"] - plan.resident - plan.phases[plan.largest_phase])
     a, k = np.linalg.solve(np.array(lhs, dtype=float), np.array(rhs, dtype=float))
     return float(a), float(k)
@@ -189,7 +190,7 @@ def calibrate(measured, names):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=["mid", "batch32", "h1024"])
+    ap.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=["mid", "batch32", "long", "h1024"])
     ap.add_argument("--calibrate", nargs=2, choices=list(SHAPES), default=["tiny", "default"],
                     help="the two shapes that measure a and k")  # fmt: skip
     ap.add_argument("--iterations", type=int, default=2)
@@ -218,7 +219,7 @@ def main(argv=None) -> int:
     if args.smoke:
         return 0
     a, k = calibrate(measured, args.calibrate)
-    print(f"\ngraph workspace: a = {a / MB:.0f} MB per layer, k = {k:.2f} x the largest phase "
+    print(f"\ngraph workspace: a = {a / MB:.0f} MB per layer, k = {k:.2f} x the sum of the plan's phases "
           f"(measured at {' and '.join(args.calibrate)})")  # fmt: skip
     print(
         f"{'shape':<8} {'plan':>8} {'baseline':>9} {'workspace':>10} {'estimate':>9} {'measured':>9} {'ratio':>6}   (MB)"
@@ -227,7 +228,7 @@ def main(argv=None) -> int:
     for name in shapes:
         plan, m, layers = plan_of(name), measured[name], SHAPES[name][3]
         largest = plan.phases[plan.largest_phase]
-        model_bytes, workspace = plan.resident + largest, a * layers + k * largest
+        model_bytes, workspace = plan.resident + largest, a * layers + k * sum(plan.phases.values())
         estimate = model_bytes + m["baseline"] + workspace
         ratio = estimate / m["peak"]
         note = "  (calibration)" if name in args.calibrate else ("" if abs(ratio - 1) <= 0.25 else "  MISSED")
