@@ -83,6 +83,10 @@ def test_division_by_model_pipeline_and_optimizer_shard():
     pp = plan_memory(model, _ppo(), reward=model, layout=Layout(pp=2, micro_batch_num=2)).roles[0]
     assert pp.params == layers // 2 + 40 + 4  # one stage's layers + the larger edge (embedding = head) + norm
     assert pp.kv_cache == one.kv_cache // 2
+    # 1F1B: the first stage holds min(pp, m) micro-batches of rows / m for its layers (here 2 of 1 row, 1 layer)
+    assert pp.activations["none"] * 2 == one.activations["none"]
+    mb = plan_memory(model, _ppo(), reward=model, layout=Layout(micro_batch_num=2)).roles[0]
+    assert mb.activations == one.activations  # without a pipeline micro_batch_num changes nothing
     shard = plan_memory(model, _ppo(), reward=model, layout=Layout(dp=2, optimizer_shard=True)).roles[0]
     assert shard.optimizer * 2 == one.optimizer and shard.weights == one.weights
     split = plan_memory(model, _ppo(), reward=model, layout=Layout(dp=2, batch_split=2)).roles[0]

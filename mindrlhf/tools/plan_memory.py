@@ -47,15 +47,12 @@ from typing import Any, Dict, List, Mapping, Optional
 GIB = 1024**3
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 RECOMPUTE_MODES = ("none", "selective", "full")
-PHASES = ("generate", "score", "train actor", "train critic")
 
 
 def _truthy(value: Any) -> bool:
     """MindFormers' recompute fields are a bool, a per-stage list of bools/ints or a list of op names."""
     if isinstance(value, (list, tuple)):
         return any(_truthy(v) for v in value)
-    if isinstance(value, Mapping):
-        return bool(value)
     return bool(value)
 
 
@@ -239,8 +236,9 @@ def _role(name, model, value_head, trains, layout: Layout, train_rows, score_row
         gradients = weights
         state = 8 + (4 if p < 4 else 0)  # fp32 m, v (+ fp32 master copy of 16-bit weights)
         optimizer = int(params * state / (layout.dp if layout.optimizer_shard else 1))
-        micro = max(train_rows // layout.micro_batch_num, 1)
-        in_flight = micro * min(layout.pp, layout.micro_batch_num)
+        m = layout.micro_batch_num if layout.pp > 1 else 1  # micro-batches only feed a pipeline
+        micro = max(train_rows // m, 1)
+        in_flight = micro * min(layout.pp, m)
         acts = {m: layers * layer_activation_bytes(model, in_flight, seq, layout, m) for m in RECOMPUTE_MODES}
         acts["full"] += layer_activation_bytes(
             model, micro, seq, layout, "none"
