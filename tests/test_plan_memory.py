@@ -161,3 +161,9 @@ def test_bad_yaml_gives_one_clear_error(tmp_path, capsys):
     )
     code, _, err = _cli(capsys, "--sft_model_path", str(bad), "--mini_batch_size", "3")
     assert code == 2 and "2 problem(s)" in err and "mini_batch_size" in err  # every problem in one report
+    data = yaml.safe_load(open(LLAMA2_7B_YAML))
+    data["parallel_config"]["model_parallel"] = 3  # divides neither the heads nor the FFN width
+    data["load_checkpoint"] = str(tmp_path / "absent.ckpt")  # planning never reads the weights
+    bad.write_text(yaml.safe_dump(data))
+    code, _, err = _cli(capsys, "--sft_model_path", str(bad))
+    assert code == 2 and "model_parallel" in err and "absent.ckpt" not in err

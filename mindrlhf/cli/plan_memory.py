@@ -54,6 +54,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args, overrides = build_parser().parse_known_args(argv)
     from mindrlhf.cli.train import config_overrides, default_kind
     from mindrlhf.configs.ppo_config import PPOConfig
+    from mindrlhf.configs.run_config import load_run_config
     from mindrlhf.parallel.config import ParallelConfig
     from mindrlhf.tools.plan_memory import GIB, plan_from_runs
 
@@ -63,11 +64,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     if mapping is not None:
         config_path = args.config or common.default_config_path(default_kind(mapping))
         ppo = inputs.attempt(PPOConfig.from_yaml, config_path, mapping)
-    sft, _ = common.load_model_yaml(inputs, args.sft_model_path)
-    reward = None
-    if args.reward_model_path:
-        reward, _ = common.load_model_yaml(inputs, args.reward_model_path)
+    sft = inputs.attempt(load_run_config, args.sft_model_path)  # the YAML only: no checkpoint is read
+    reward = inputs.attempt(load_run_config, args.reward_model_path) if args.reward_model_path else None
     parallel = None if sft is None else inputs.attempt(ParallelConfig.from_run_dict, sft.raw, sft.path)
+    if parallel is not None and parallel.use_parallel and ppo is not None:  # the layout train.py would accept
+        world = parallel.dp * parallel.mp * parallel.pp
+        for run in (r for r in (sft, reward) if r is not None):
+            c = run.model_config
+            inputs.attempt(
+                parallel.validate, world, c.num_heads, c.n_kv_heads, c.num_layers,
+                ppo.rollout_batch_size * world, c.vocab_size, c.ffn_hidden_size,
+            )  # fmt: skip
     inputs.check(args.device_memory_gb > 0, f"--device_memory_gb must be > 0, got {args.device_memory_gb}")
     inputs.check(
         args.runtime_overhead_gb >= 0, f"--runtime_overhead_gb must be >= 0, got {args.runtime_overhead_gb}"
