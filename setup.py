@@ -23,6 +23,7 @@ setup(
             "mindrlhf-generate=mindrlhf.cli.generate:main",
             "mindrlhf-rank-table=mindrlhf.cli.rank_table:main",
             "mindrlhf-tokenizer=mindrlhf.cli.tokenizer:main",
+            "mindrlhf-plan-memory=mindrlhf.cli.plan_memory:main",
         ]
     },
     install_requires=[

@@ -32,7 +32,8 @@ TINY = dict(
     vocab_size=64,
     intermediate_size=48,
 )
-COMMANDS = ["train", "sft", "rm", "dpo", "data", "convert_hf", "generate", "rank_table", "tokenizer"]
+COMMANDS = ["train", "sft", "rm", "dpo", "data", "convert_hf", "generate", "rank_table", "tokenizer",
+            "plan_memory"]  # fmt: skip
 
 
 def _env():
@@ -199,7 +200,8 @@ def test_yaml_asking_for_a_device_this_build_lacks_says_what_to_pass(tmp_path):
 
 def test_old_module_spellings_run_without_a_runpy_warning():
     for module in ("mindrlhf.data.tokenizer", "mindrlhf.parallel.rank_table", "mindrlhf.tools.convert_hf",
-                   "mindrlhf.tools.generate", "mindrlhf.train_sft", "mindrlhf.train_rm", "mindrlhf.cli.data"):  # fmt: skip
+                   "mindrlhf.tools.generate", "mindrlhf.train_sft", "mindrlhf.train_rm", "mindrlhf.cli.data",
+                   "mindrlhf.tools.plan_memory"):  # fmt: skip
         proc = _run(["-m", module, "--help"])
         assert proc.returncode == 0 and "usage:" in proc.stdout, (module, proc.stderr[-2000:])
         assert "RuntimeWarning" not in proc.stderr and "sys.modules" not in proc.stderr, (module, proc.stderr)

@@ -9,6 +9,7 @@
     generation    mindrlhf.cli.generate    mindrlhf-generate     python -m mindrlhf.tools.generate
     rank tables   mindrlhf.cli.rank_table  mindrlhf-rank-table   python -m mindrlhf.parallel.rank_table
     tokenizer     mindrlhf.cli.tokenizer   mindrlhf-tokenizer    python -m mindrlhf.data.tokenizer
+    memory plan   mindrlhf.cli.plan_memory mindrlhf-plan-memory  python -m mindrlhf.tools.plan_memory
 
 `common` holds what they share: collecting every input problem into one report (exit code 2), the packaged
 default trainer YAMLs, the device choice, per-rank logging, the distributed start and the MindSpore context.

@@ -271,6 +271,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             parallel = common.load_parallel(inputs, runs, dist, ppo.rollout_batch_size)
     if inputs.problems:
         return inputs.report(PROG)
+    from mindrlhf.tools.plan_memory import device_memory_gb, plan_from_runs
+
+    plan = plan_from_runs(sft_run, ppo, reward_run, parallel, dist.world_size,
+                          device_memory_gb=device_memory_gb(dist.device_target))  # fmt: skip
+    common.logger.info(
+        "memory plan (mindrlhf-plan-memory; on CPU add MindSpore's runtime):\n%s", plan.table()
+    )
     return train(args, dist, loaded, parallel)
 
 
