@@ -51,6 +51,7 @@ SHAPES = {
     "batch32": (1000, 256, 688, 4, 4, 2, 32, 32, 32, 32),  # bench_ppo.py --batch 32 --mini-batch 32
     "long": (1000, 256, 688, 4, 4, 2, 8, 32, 128, 8),  # bench_ppo.py --response 128
     "h1024": (1000, 1024, 2752, 4, 16, 8, 8, 32, 32, 8),  # bench_ppo.py --hidden 1024 ... (Scaling table)
+    "wide6": (8000, 768, 2064, 6, 12, 4, 8, 64, 64, 8),  # the issue's larger shape at half its batch
     "large": (8000, 768, 2064, 6, 12, 4, 16, 64, 64, 16),  # issue 18's larger shape (~15 GB; not by default)
 }
 FIELDS = ("vocab", "hidden", "intermediate", "layers", "heads", "kv_heads", "batch", "prompt", "response",
