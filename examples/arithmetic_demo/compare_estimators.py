@@ -80,15 +80,20 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     estimators = [e.strip() for e in args.estimators.split(",") if e.strip()]
     out = os.path.abspath(args.output_dir)
-    summaries = {}
-    for seed in seeds:
+    summaries, failed = {}, []
+    for seed in seeds:  # seed-major: a cut-short comparison still has every estimator of the seeds it finished
         seed_dir = os.path.join(out, f"seed_{seed}")
         if not args.from_existing:
             cmd = [sys.executable, os.path.join(HERE, "run_demo.py"), "--seed", str(seed), "--estimators",
                    ",".join(estimators), "--output_dir", seed_dir] + (["--quick"] if args.quick else [])  # fmt: skip
-            subprocess.run(cmd, cwd=ROOT, check=True)
-        with open(os.path.join(seed_dir, "summary.json"), encoding="utf-8") as f:
-            summaries[seed] = json.load(f)
+            if subprocess.run(cmd, cwd=ROOT).returncode != 0:  # the finished runs are kept; go on to the next seed
+                failed.append(seed)
+        path = os.path.join(seed_dir, "summary.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                summaries[seed] = json.load(f)
+    if failed:
+        sys.stderr.write(f"[compare_estimators] seeds {failed} did not finish (logs in OUT/seed_N/logs/)\n")
     rows = table(summaries, estimators)
     text = markdown(rows, summaries)
     with open(os.path.join(out, "table.md"), "w", encoding="utf-8") as f:

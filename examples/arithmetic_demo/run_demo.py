@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -46,6 +47,7 @@ logger = logging.getLogger("arithmetic_demo")
 FULL = {"rl_iterations": 400, "save_interval": 50}
 QUICK = {"rl_iterations": 200, "save_interval": 50}
 PROBE_SIZE = 200  # SFT problems whose sampled accuracy stops SFT
+RESULT_FILE = "result.json"  # OUT/sft/ and OUT/rl_<estimator>/: written when that stage ends (resumable runs)
 ESTIMATORS = ("grpo", "dr_grpo", "rloo", "gae")
 # Per-estimator overrides on top of grpo_arith.yaml: Dr. GRPO with the loss normaliser of its paper (sum over
 # tokens / (B * max_new_tokens)); PPO (gae) as usual, with a critic and whitened advantages. Same budget for all:
@@ -286,54 +288,108 @@ def main(argv=None) -> int:
     timings["data"] = time.time() - t
 
     from arith_eval import Evaluator
-    from arith_sft import run_sft
 
-    probe = list(split.sft[:PROBE_SIZE])
-    sft = run_sft(
-        os.path.join(HERE, "arith_llama.yaml"), os.path.join(HERE, "sft_arith.yaml"), datasets["sft"],
-        os.path.join(out, "sft"), tokenizer, probe, seed=args.seed,
-    )  # fmt: skip
+    sft, before = train_or_reuse_sft(out, datasets["sft"], tokenizer, split, args.seed)
     timings["sft"] = sft["seconds"]
     model, evaluator = sft["model"], Evaluator(sft["model"], tokenizer, batch=PROBE_SIZE)
-    t = time.time()
-    before = evaluator.both(split.held_out, seed=args.seed)
-    timings["evaluate_before"] = time.time() - t
     logger.info("after SFT: held-out sampled %.3f, greedy %.3f", before["sampled"], before["greedy"])
-
-    results: Dict[str, Dict[str, Any]] = {}
-    for name in [] if args.skip_rl else estimators:
-        rl_dir = os.path.join(out, f"rl_{name}")
-        seconds = run_rl(
-            name,
-            sft["model_yaml"],
-            datasets["rl"],
-            tokenizer,
-            rl_dir,
-            args.seed,
-            sizes,
-            args.reward_func,
-            logs,
-        )
-        t = time.time()
-        results[name] = {"iterations": sizes["rl_iterations"], "seconds": round(seconds, 1),
-                         **evaluate_rl(evaluator, model, rl_dir, split.held_out, args.seed)}  # fmt: skip
-        timings[f"rl_{name}"], timings[f"evaluate_{name}"] = seconds, time.time() - t
-        a = results[name]["accuracy_after"]
-        logger.info("after %s: held-out sampled %.3f (%+.3f), greedy %.3f", name, a["sampled"],
-                    a["sampled"] - before["sampled"], a["greedy"])  # fmt: skip
 
     summary: Dict[str, Any] = {
         "seed": args.seed,
         "quick": args.quick,
         "split": split.sizes(),
-        "leak_check": "passed",
-        "reward_func": args.reward_func,  # make_split and prepare_task raise LeakError otherwise
-        "sft": {k: sft[k] for k in ("steps", "seconds", "stop_accuracy", "reached", "probe")},
+        "leak_check": "passed",  # make_split and prepare_task raise LeakError otherwise
+        "reward_func": args.reward_func,
+        "sft": {k: sft[k] for k in ("steps", "seconds", "stop_accuracy", "reached", "probe", "reused")},
         "accuracy_before": {"sampled": before["sampled"], "greedy": before["greedy"]},
         "eos_rate_before": before["eos_rate"],
     }
+    for name in [] if args.skip_rl else estimators:
+        rl_dir = os.path.join(out, f"rl_{name}")
+        done = os.path.join(rl_dir, RESULT_FILE)
+        if os.path.isfile(done):  # finished by an earlier invocation with this budget: keep it, do not rerun
+            with open(done, encoding="utf-8") as f:
+                if json.load(f)["iterations"] == sizes["rl_iterations"]:
+                    logger.info("%s: finished earlier (%s), skipped", name, done)
+                    continue
+        if os.path.isdir(rl_dir):  # an unfinished run (crash, kill): start it again from the SFT model
+            logger.warning("%s: %s has no %s (unfinished run): removed and run again", name, rl_dir, RESULT_FILE)
+            shutil.rmtree(rl_dir)
+        seconds = run_rl(
+            name, sft["model_yaml"], datasets["rl"], tokenizer, rl_dir, args.seed, sizes, args.reward_func, logs
+        )
+        t = time.time()
+        result = {"iterations": sizes["rl_iterations"], "seconds": round(seconds, 1),
+                  **evaluate_rl(evaluator, model, rl_dir, split.held_out, args.seed)}  # fmt: skip
+        result["evaluate_seconds"] = round(time.time() - t, 1)
+        result["load_average_1m"] = round(os.getloadavg()[0], 2)
+        timings[f"rl_{name}"], timings[f"evaluate_{name}"] = seconds, result["evaluate_seconds"]
+        _write_json(done, result)  # written as soon as the run ends: a later crash does not lose it
+        a = result["accuracy_after"]
+        logger.info("after %s: held-out sampled %.3f (%+.3f), greedy %.3f", name, a["sampled"],
+                    a["sampled"] - before["sampled"], a["greedy"])  # fmt: skip
+        _write_summary(out, summary, estimators, start, timings, final=False)
+    return _write_summary(out, summary, estimators, start, timings, final=True)
+
+
+def train_or_reuse_sft(out: str, dataset: str, tokenizer, split, seed: int) -> tuple:
+    """Stages 4-5, once per output folder: SFT and the held-out accuracy before RL, saved in OUT/sft/result.json;
+    a later invocation with the same folder (another estimator, a resumed comparison) loads OUT/sft/model.yaml
+    instead of training again, so every estimator of a seed starts from the same SFT model.
+
+    Returns `(sft, before)`: sft has the run_sft keys plus "reused"; before is `Evaluator.both` of the held-out set.
+    """
+    from arith_eval import Evaluator
+    from arith_sft import build_model, run_sft
+
+    save_dir = os.path.join(out, "sft")
+    done = os.path.join(save_dir, RESULT_FILE)
+    if os.path.isfile(done) and os.path.isfile(os.path.join(save_dir, "model.yaml")):
+        with open(done, encoding="utf-8") as f:
+            saved = json.load(f)
+        if saved.get("seed") != seed:
+            raise SystemExit(
+                f"[arithmetic demo] {done} is the SFT of seed {saved.get('seed')}, not --seed {seed}: use another "
+                "--output_dir (one folder per seed) or delete it"
+            )
+        _, model = build_model(os.path.join(save_dir, "model.yaml"), seed)
+        logger.info("SFT: reusing %s (%d steps, trained earlier)", save_dir, saved["sft"]["steps"])
+        sft = {**saved["sft"], "model": model, "model_yaml": os.path.join(save_dir, "model.yaml"), "reused": True}
+        return sft, saved["before"]
+    probe = list(split.sft[:PROBE_SIZE])
+    sft = run_sft(
+        os.path.join(HERE, "arith_llama.yaml"), os.path.join(HERE, "sft_arith.yaml"), dataset, save_dir,
+        tokenizer, probe, seed=seed,
+    )  # fmt: skip
+    t = time.time()
+    before = Evaluator(sft["model"], tokenizer, batch=PROBE_SIZE).both(split.held_out, seed=seed)
+    keys = ("steps", "seconds", "stop_accuracy", "reached", "probe")
+    _write_json(done, {"seed": seed, "sft": {k: sft[k] for k in keys}, "before": before,
+                       "evaluate_seconds": round(time.time() - t, 1)})  # fmt: skip
+    return {**sft, "reused": False}, before
+
+
+def _write_json(path: str, obj: Any) -> None:
+    """Write JSON atomically (a kill mid-write leaves the old file or none, never half a file)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def _write_summary(out: str, summary: Dict[str, Any], estimators: List[str], start: float,
+                   timings: Dict[str, float], final: bool) -> int:  # fmt: skip
+    """OUT/summary.json, report.md and the plot from every finished estimator in OUT (this invocation's and
+    earlier ones'), in ESTIMATORS order; the main estimator is the first of --estimators that finished."""
+    results = {}
+    for name in ESTIMATORS:
+        path = os.path.join(out, f"rl_{name}", RESULT_FILE)
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                results[name] = json.load(f)
+    before = summary["accuracy_before"]
     if results:
-        main_name = estimators[0]
+        main_name = next((e for e in estimators if e in results), next(iter(results)))
         summary["estimator"] = main_name
         summary["accuracy_after"] = results[main_name]["accuracy_after"]
         summary["gain_sampled"] = summary["accuracy_after"]["sampled"] - before["sampled"]
@@ -343,10 +399,10 @@ def main(argv=None) -> int:
     summary["stage_seconds"] = {k: round(v, 1) for k, v in timings.items()}
     write_report(out, summary)
     path = os.path.join(out, "summary.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
-    logger.info("report: %s; wall time %.0f s", os.path.join(out, "report.md"), summary["wall_seconds"])
-    print(path)
+    _write_json(path, summary)
+    if final:
+        logger.info("report: %s; wall time %.0f s", os.path.join(out, "report.md"), summary["wall_seconds"])
+        print(path)
     return 0
 
 
