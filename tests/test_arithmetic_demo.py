@@ -199,8 +199,12 @@ def test_estimator_table_mean_and_spread_by_hand():
 
 
 def test_reward_is_a_strict_string_match_unlike_a_numeric_one():
-    from arith_reward import exact_answer
+    import yaml
+
+    from mindrlhf.rewards import exact_match
 
     responses = ["91", "2", "02", "91+3", "91=", " 91 ", "911111", ""]
     answers = ["91", "02", "02", "91", "91", "91", "91", "0"]
-    assert exact_answer([""] * 8, responses, answers) == [1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    assert exact_match([""] * 8, responses, answers) == [1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    with open(os.path.join(ROOT, "examples", "arithmetic_demo", "grpo_arith.yaml"), encoding="utf-8") as f:
+        assert yaml.safe_load(f)["reward_funcs"] == ["mindrlhf.rewards:exact_match"]

@@ -81,12 +81,16 @@ def main(argv=None) -> int:
     estimators = [e.strip() for e in args.estimators.split(",") if e.strip()]
     out = os.path.abspath(args.output_dir)
     summaries, failed = {}, []
-    for seed in seeds:  # seed-major: a cut-short comparison still has every estimator of the seeds it finished
+    for (
+        seed
+    ) in seeds:  # seed-major: a cut-short comparison still has every estimator of the seeds it finished
         seed_dir = os.path.join(out, f"seed_{seed}")
         if not args.from_existing:
             cmd = [sys.executable, os.path.join(HERE, "run_demo.py"), "--seed", str(seed), "--estimators",
                    ",".join(estimators), "--output_dir", seed_dir] + (["--quick"] if args.quick else [])  # fmt: skip
-            if subprocess.run(cmd, cwd=ROOT).returncode != 0:  # the finished runs are kept; go on to the next seed
+            if (
+                subprocess.run(cmd, cwd=ROOT).returncode != 0
+            ):  # the finished runs are kept; go on to the next seed
                 failed.append(seed)
         path = os.path.join(seed_dir, "summary.json")
         if os.path.isfile(path):

@@ -2,7 +2,7 @@
 reward raises its accuracy on problems it never saw in any stage.
 
     python examples/arithmetic_demo/run_demo.py [--output_dir output/arithmetic_demo] [--seed 0] [--quick]
-        [--estimators grpo,dr_grpo,rloo,gae] [--reward_func arith_reward:exact_answer] [--skip_rl]
+        [--estimators grpo,dr_grpo,rloo,gae] [--reward_func mindrlhf.rewards:exact_match] [--skip_rl]
 
 Stages (logs in OUT/logs/; the RL stage is the same train.py command a user would run):
     1. task       (here)  all 10,000 problems a+b, a,b < 100; strict split: ~1,000 held-out closed under swapping
@@ -13,8 +13,9 @@ Stages (logs in OUT/logs/; the RL stage is the same train.py command a user woul
     4. sft        (here)  mindrlhf's SFTTrainer from random weights, stopped once SAMPLED accuracy on a 200-problem
                           probe reaches 25 %, so the RL stage starts from a weak policy (arith_sft.py)
     5. before     (here)  held-out accuracy, sampled (T=1) and greedy, with mindrlhf.generate
-    6. rl         train.py --config grpo_arith.yaml --reward_funcs arith_reward:exact_answer, once per estimator
-                          (strict string match; why not mindrlhf.rewards:accuracy: arith_reward.py)
+    6. rl         train.py --config grpo_arith.yaml --reward_funcs mindrlhf.rewards:exact_match, once per
+                          estimator (string match: the reversed sum "02" must not match the number 2, as the
+                          math-equivalent mindrlhf.rewards:accuracy would count it)
     7. after      (here)  held-out accuracy of every saved checkpoint (the curve) and of the last one
 
 Writes OUT/summary.json, OUT/report.md and OUT/arithmetic_curve.png; the last line printed is summary.json's path.
@@ -128,7 +129,7 @@ def build_datasets(data: str, files: Dict[str, str], tokenizer, with_rl: bool, l
 def run_rl(estimator: str, sft_yaml: str, prompts: str, tokenizer, out: str, seed: int, sizes: Dict[str, int],
            reward_func: str, logs: str) -> float:  # fmt: skip
     """Stage 6 for one estimator: train.py with grpo_arith.yaml, the exact-match reward and the digit tokenizer
-    (this folder on PYTHONPATH so train.py can import `arith_reward`)."""
+    (this folder on PYTHONPATH, so a --reward_func module of your own placed here imports)."""
     return run_stage(f"rl_{estimator}", [
         sys.executable, os.path.join(ROOT, "train.py"), "--sft_model_path", sft_yaml, "--dataset_dir", prompts,
         "--save_dir", out, "--config", os.path.join(HERE, "grpo_arith.yaml"), "--device_target", "CPU",
@@ -262,7 +263,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer RL iterations (the end-to-end test)")
     parser.add_argument("--estimators", default="grpo", help=f"comma-separated, of {', '.join(ESTIMATORS)}")
     parser.add_argument(
-        "--reward_func", default="arith_reward:exact_answer",
+        "--reward_func", default="mindrlhf.rewards:exact_match",
         help="reward function for the RL stage (module:function; this folder is on the RL stage's PYTHONPATH)",
     )  # fmt: skip
     parser.add_argument("--skip_rl", action="store_true", help="stop after SFT and its evaluation")
@@ -313,10 +314,20 @@ def main(argv=None) -> int:
                     logger.info("%s: finished earlier (%s), skipped", name, done)
                     continue
         if os.path.isdir(rl_dir):  # an unfinished run (crash, kill): start it again from the SFT model
-            logger.warning("%s: %s has no %s (unfinished run): removed and run again", name, rl_dir, RESULT_FILE)
+            logger.warning(
+                "%s: %s has no %s (unfinished run): removed and run again", name, rl_dir, RESULT_FILE
+            )
             shutil.rmtree(rl_dir)
         seconds = run_rl(
-            name, sft["model_yaml"], datasets["rl"], tokenizer, rl_dir, args.seed, sizes, args.reward_func, logs
+            name,
+            sft["model_yaml"],
+            datasets["rl"],
+            tokenizer,
+            rl_dir,
+            args.seed,
+            sizes,
+            args.reward_func,
+            logs,
         )
         t = time.time()
         result = {"iterations": sizes["rl_iterations"], "seconds": round(seconds, 1),
@@ -354,7 +365,12 @@ def train_or_reuse_sft(out: str, dataset: str, tokenizer, split, seed: int) -> t
             )
         _, model = build_model(os.path.join(save_dir, "model.yaml"), seed)
         logger.info("SFT: reusing %s (%d steps, trained earlier)", save_dir, saved["sft"]["steps"])
-        sft = {**saved["sft"], "model": model, "model_yaml": os.path.join(save_dir, "model.yaml"), "reused": True}
+        sft = {
+            **saved["sft"],
+            "model": model,
+            "model_yaml": os.path.join(save_dir, "model.yaml"),
+            "reused": True,
+        }
         return sft, saved["before"]
     probe = list(split.sft[:PROBE_SIZE])
     sft = run_sft(
