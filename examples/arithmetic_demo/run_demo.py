@@ -202,7 +202,8 @@ def plot(out: str, before: Dict[str, float], results: Dict[str, Dict[str, Any]])
     right.set(title="mean exact-match reward of the rollouts", xlabel="RL iteration", ylim=(0, 1))
     for ax in (left, right):
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # the reward panel is empty without metrics.jsonl
+            ax.legend()
     fig.tight_layout()
     path = os.path.join(out, "arithmetic_curve.png")
     fig.savefig(path)
@@ -307,40 +308,42 @@ def main(argv=None) -> int:
     }
     for name in [] if args.skip_rl else estimators:
         rl_dir = os.path.join(out, f"rl_{name}")
-        done = os.path.join(rl_dir, RESULT_FILE)
-        if os.path.isfile(done):  # finished by an earlier invocation with this budget: keep it, do not rerun
-            with open(done, encoding="utf-8") as f:
-                if json.load(f)["iterations"] == sizes["rl_iterations"]:
-                    logger.info("%s: finished earlier (%s), skipped", name, done)
-                    continue
-        if os.path.isdir(rl_dir):  # an unfinished run (crash, kill): start it again from the SFT model
-            logger.warning(
-                "%s: %s has no %s (unfinished run): removed and run again", name, rl_dir, RESULT_FILE
-            )
-            shutil.rmtree(rl_dir)
-        seconds = run_rl(
-            name,
-            sft["model_yaml"],
-            datasets["rl"],
-            tokenizer,
-            rl_dir,
-            args.seed,
-            sizes,
-            args.reward_func,
-            logs,
-        )
+        if finished_run(rl_dir, sizes["rl_iterations"]):
+            continue
+        seconds = run_rl(name, sft["model_yaml"], datasets["rl"], tokenizer, rl_dir, args.seed, sizes,
+                         args.reward_func, logs)  # fmt: skip
         t = time.time()
         result = {"iterations": sizes["rl_iterations"], "seconds": round(seconds, 1),
                   **evaluate_rl(evaluator, model, rl_dir, split.held_out, args.seed)}  # fmt: skip
         result["evaluate_seconds"] = round(time.time() - t, 1)
         result["load_average_1m"] = round(os.getloadavg()[0], 2)
         timings[f"rl_{name}"], timings[f"evaluate_{name}"] = seconds, result["evaluate_seconds"]
-        _write_json(done, result)  # written as soon as the run ends: a later crash does not lose it
+        # written as soon as the run is evaluated: a later crash or kill does not lose it
+        _write_json(os.path.join(rl_dir, RESULT_FILE), result)
         a = result["accuracy_after"]
         logger.info("after %s: held-out sampled %.3f (%+.3f), greedy %.3f", name, a["sampled"],
                     a["sampled"] - before["sampled"], a["greedy"])  # fmt: skip
         _write_summary(out, summary, estimators, start, timings, final=False)
     return _write_summary(out, summary, estimators, start, timings, final=True)
+
+
+def finished_run(rl_dir: str, iterations: int) -> bool:
+    """True when `rl_dir/result.json` is a finished run of `iterations` iterations (then it is kept and skipped).
+    Otherwise a leftover `rl_dir` (a run cut short, or one of another budget) is removed so the run starts again
+    from the SFT model, and False is returned."""
+    done = os.path.join(rl_dir, RESULT_FILE)
+    if os.path.isfile(done):
+        with open(done, encoding="utf-8") as f:
+            ran = json.load(f).get("iterations")
+        if ran == iterations:
+            logger.info("%s: finished earlier (%s), skipped", os.path.basename(rl_dir), done)
+            return True
+        logger.warning("%s ran %s iterations, not %d: removed and run again", rl_dir, ran, iterations)
+    elif os.path.isdir(rl_dir):
+        logger.warning("%s has no %s (a run cut short): removed and run again", rl_dir, RESULT_FILE)
+    if os.path.isdir(rl_dir):
+        shutil.rmtree(rl_dir)
+    return False
 
 
 def train_or_reuse_sft(out: str, dataset: str, tokenizer, split, seed: int) -> tuple:
