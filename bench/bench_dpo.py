@@ -17,7 +17,8 @@ gradient-norm clip 1.0, reference log-probs from a frozen copy of the policy com
         reference forward, policy forward/backward, metrics `.item()`s, clip, AdamW step, scheduler).
 Each side runs in its own subprocess with 1 thread (`--threads`); the first `--warmup` steps are excluded
 (compile / allocator warm-up), the median of `--iters` timed steps is reported. Helpers (TRL venv, peak RSS,
-compile counter, medians) come from bench/bench_ppo.py.
+compile counter, medians, child processes, reporting) come from bench/_common.py, shared with bench_ppo.py and
+bench_grpo.py.
 The last line printed is one JSON object: {"ours_sec_per_step", "trl_sec_per_step", ...}.
 """
 
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +34,18 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_ppo import ROOT, TRL_VENV, count_compiles, peak_rss_mb, summarise  # noqa: E402
+from _common import (  # noqa: E402
+    TRL_VENV,
+    count_compiles,
+    peak_rss_mb,
+    print_medians,
+    run_child,
+    side_fields,
+    speedup,
+    summarise,
+    trl_available,
+    trl_versions,
+)
 
 DEFAULT = dict(
     vocab=1000, hidden=256, intermediate=688, layers=4, heads=4, kv_heads=2, batch=8, prompt=32, response=32
@@ -44,6 +55,8 @@ SMOKE = dict(
 )
 BETA = 0.1
 LR = 1e-6
+# summary-JSON name -> the side's key (bench/_common.side_fields)
+FIELDS = {"sec_per_step": "total", "first_step_sec": "first_iter", "peak_rss_mb": "peak_rss_mb"}
 
 
 def parse_args(argv=None):
@@ -196,29 +209,27 @@ def run_trl(args) -> dict:
     totals = [ends[0] - first_begin] + [b - a for a, b in zip(ends, ends[1:])]
     for i, t in enumerate(totals):
         print(f"  trl step {i}: {t:.4f} s", flush=True)
-    out = summarise([{"total": t} for t in totals], args.warmup, peak_rss_mb())
-    out["versions"] = {
-        "trl": trl.__version__,
-        "transformers": transformers.__version__,
-        "torch": torch.__version__,
+    return {
+        **summarise([{"total": t} for t in totals], args.warmup, peak_rss_mb()),
+        "versions": trl_versions(),
     }
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------- driver
 def run_side(args, side: str, python: str) -> dict:
-    argv = [python, os.path.abspath(__file__), "--side", side, "--threads", str(args.threads)]
-    argv += ["--iters", str(args.iters), "--warmup", str(args.warmup)]
+    argv = [
+        "--side",
+        side,
+        "--threads",
+        str(args.threads),
+        "--iters",
+        str(args.iters),
+        "--warmup",
+        str(args.warmup),
+    ]
     for name in DEFAULT:
         argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=ROOT, TOKENIZERS_PARALLELISM="false")
-    proc = subprocess.run(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    lines = proc.stdout.strip().splitlines()
-    for line in lines[:-1]:
-        print(line, flush=True)
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{side} side failed (exit {proc.returncode}); see its output above")
-    return json.loads(lines[-1])
+    return run_child(__file__, python, argv, args.threads)
 
 
 def main(argv=None) -> int:
@@ -237,29 +248,15 @@ def main(argv=None) -> int:
         flush=True,
     )
     results = {"ours": run_side(args, "ours", sys.executable)}
-    if not args.skip_trl:
-        if not os.path.exists(args.trl_python):
-            print(
-                f"TRL side skipped: {args.trl_python} not found (run `python bench/bench_ppo.py --setup-trl`)"
-            )
-        else:
-            results["trl"] = run_side(args, "trl", args.trl_python)
+    if not args.skip_trl and trl_available(args.trl_python):
+        results["trl"] = run_side(args, "trl", args.trl_python)
+    print_medians(results, ["total"], unit="step")
     ours = results["ours"]
-    summary = {
-        "ours_sec_per_step": round(ours["total"], 4),
-        "ours_first_step_sec": round(ours["first_iter"], 2),
-        "ours_peak_rss_mb": round(ours["peak_rss_mb"], 1),
-        "ours_compiled_graphs_after_warmup": ours["compiled_graphs"],
-    }
+    summary = side_fields("ours", ours, {**FIELDS, "compiled_graphs_after_warmup": "compiled_graphs"})
     if "trl" in results:
         trl = results["trl"]
-        summary.update(
-            trl_sec_per_step=round(trl["total"], 4),
-            trl_first_step_sec=round(trl["first_iter"], 2),
-            trl_peak_rss_mb=round(trl["peak_rss_mb"], 1),
-            speedup_vs_trl=round(trl["total"] / ours["total"], 2),
-            trl_versions=trl["versions"],
-        )
+        summary.update(side_fields("trl", trl, FIELDS))
+        summary.update(speedup_vs_trl=speedup(trl, ours), trl_versions=trl["versions"])
     summary.update(shape={k: getattr(args, k) for k in DEFAULT}, threads=args.threads, iters=args.iters,
                    warmup=args.warmup)  # fmt: skip
     print(json.dumps(summary))

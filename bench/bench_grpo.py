@@ -9,7 +9,8 @@ and our PPO iteration on the same number of responses (the "no critic is cheaper
 Shape (default): bench_ppo's random Llama (vocab 1000, hidden 256, intermediate 688, 4 layers, 4 heads, 2 KV
 heads); 8 prompts x 32 tokens (no padding), G = 4 samples each (32 responses) of exactly 32 tokens (temperature 1,
 no top-k/top-p, EOS never stops a response), beta 0.04 (a reference model, k3 KL in the loss), loss token_mean,
-one optimiser step per generation (mini-batch = the 32 responses), fp32, 2 threads per side.
+one optimiser step per generation (mini-batch = the 32 responses), fp32, 1 thread per side (`--threads`: MindSpore's
+CPU op threads on ours, torch.set_num_threads and OMP_NUM_THREADS on TRL's).
   reward: a Python function on the decoded responses on both sides (fraction of even token ids), no reward model.
   ours: `PPOTrainer.make_experience` + `train_step` with advantage_estimator grpo (no critic, no value graph).
   TRL:  `trl.GRPOTrainer.train()` (per_device_train_batch_size 32, num_generations 4, steps_per_generation 1,
@@ -17,7 +18,8 @@ one optimiser step per generation (mini-batch = the 32 responses), fp32, 2 threa
         step, timed by a callback; generate+score = `_generate_and_score_completions`.
   ours PPO: bench_ppo's PPO side with 32 prompts x 1 response and one mini-batch of 32 (its own subprocess).
 Each side runs in its own subprocess (peak RSS = that process's ru_maxrss), the first `--warmup` iterations
-excluded, median of `--iters` timed iterations. The last line printed is one JSON object.
+excluded, median of `--iters` timed iterations (bench/_common.py: the child processes and the reporting shared with
+bench_ppo.py and bench_dpo.py). The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,11 +34,35 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_ppo  # noqa: E402  (the shared helpers: shapes, prompts, RSS, compile counter, summaries, TRL venv)
-from bench_ppo import DEFAULT, ROOT, SMOKE, TRL_VENV, count_compiles, peak_rss_mb, summarise  # noqa: E402
+import bench_ppo  # noqa: E402  (its shapes and prompts, and its PPO side)
+from _common import (  # noqa: E402
+    TRL_VENV,
+    count_compiles,
+    peak_rss_mb,
+    print_medians,
+    run_child,
+    side_fields,
+    speedup,
+    summarise,
+    trl_available,
+    trl_versions,
+)
+from bench_ppo import DEFAULT, SMOKE  # noqa: E402
 
 GROUP = 4
 BETA = 0.04
+# summary-JSON name -> the side's key (bench/_common.side_fields)
+TRL_FIELDS = {
+    "sec_per_iter": "total",
+    "generate_sec": "generate",
+    "train_sec": "train",
+    "peak_rss_mb": "peak_rss_mb",
+}
+OURS_FIELDS = {
+    **TRL_FIELDS,
+    "first_iter_sec": "first_iter",
+    "compiled_graphs_after_warmup": "compiled_graphs",
+}
 
 
 def parse_args(argv=None):
@@ -47,7 +72,7 @@ def parse_args(argv=None):
     p.add_argument("--generations", type=int, default=GROUP, help=f"G samples per prompt (default {GROUP})")
     p.add_argument("--iters", type=int, default=None, help="timed iterations per side (default 5)")
     p.add_argument("--warmup", type=int, default=None, help="untimed first iterations (default 1)")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads per side (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per side (default 1)")
     p.add_argument("--skip-trl", action="store_true", help="no TRL side")
     p.add_argument("--skip-ppo", action="store_true", help="no PPO side")
     p.add_argument(
@@ -228,28 +253,23 @@ def run_trl(args) -> dict:
         rows.append({"total": ends[i] - prev, "generate": g1 - g0, "score": 0.0, "train": ends[i] - g1})
         prev = ends[i]
         print(f"  trl-grpo iteration {i}: " + _fmt(rows[-1]), flush=True)
-    out = summarise(rows, args.warmup, peak_rss_mb())
-    out["versions"] = {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "trl": trl.__version__,
-    }
-    return out
+    return {**summarise(rows, args.warmup, peak_rss_mb()), "versions": trl_versions()}
 
 
 # ---------------------------------------------------------------------------------------------------- driver
 def run_side(args, side: str, python: str) -> dict:
-    argv = [python, os.path.abspath(__file__), "--side", side, "--threads", str(args.threads)]
-    argv += ["--iters", str(args.iters), "--warmup", str(args.warmup), "--prompts", str(args.prompts)]
-    argv += ["--generations", str(args.generations)] + (["--smoke"] if args.smoke else [])
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=ROOT, TOKENIZERS_PARALLELISM="false")
-    proc = subprocess.run(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    lines = proc.stdout.strip().splitlines()
-    for line in lines[:-1]:
-        print(line, flush=True)
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{side} side failed (exit {proc.returncode}); see its output above")
-    return json.loads(lines[-1])
+    argv = [
+        "--side",
+        side,
+        "--threads",
+        str(args.threads),
+        "--iters",
+        str(args.iters),
+        "--warmup",
+        str(args.warmup),
+    ]
+    argv += ["--prompts", str(args.prompts), "--generations", str(args.generations)]
+    return run_child(__file__, python, argv + (["--smoke"] if args.smoke else []), args.threads)
 
 
 def main(argv=None) -> int:
@@ -269,48 +289,25 @@ def main(argv=None) -> int:
         flush=True,
     )
     results = {"ours-grpo": run_side(args, "ours", sys.executable)}
-    if not args.skip_trl:
-        if not os.path.exists(args.trl_python):
-            print(
-                f"TRL side skipped: {args.trl_python} not found (run `python bench/bench_ppo.py --setup-trl`)"
-            )
-        else:
-            results["trl-grpo"] = run_side(args, "trl", args.trl_python)
+    if not args.skip_trl and trl_available(args.trl_python):
+        results["trl-grpo"] = run_side(args, "trl", args.trl_python)
     if not args.skip_ppo:  # bench_ppo's own PPO side, same number of responses, one mini-batch
         ppo_args = bench_ppo.parse_args(
             ["--batch", str(b), "--mini-batch", str(b), "--iters", str(args.iters), "--warmup", str(args.warmup),
              "--threads", str(args.threads)]
         )  # fmt: skip
         results["ours-ppo"] = bench_ppo.run_side(ppo_args, "ours", sys.executable)
-    print("\nmedian seconds per iteration (first iteration and peak RSS of each side's process)")
-    print(f"{'side':<10} {'total':>8} {'generate':>8} {'train':>8} {'first_it':>9} {'rss_mb':>9}")
-    for name, r in results.items():
-        print(
-            f"{name:<10} {r['total']:8.3f} {r['generate']:8.3f} {r['train']:8.3f} {r['first_iter']:9.2f} "
-            f"{r['peak_rss_mb']:9.0f}"
-        )
+    print_medians(results, ["total", "generate", "train"])
     ours = results["ours-grpo"]
-    summary = {
-        "ours_sec_per_iter": round(ours["total"], 4),
-        "ours_generate_sec": round(ours["generate"], 4),
-        "ours_train_sec": round(ours["train"], 4),
-        "ours_peak_rss_mb": round(ours["peak_rss_mb"], 1),
-        "ours_first_iter_sec": round(ours["first_iter"], 2),
-        "ours_compiled_graphs_after_warmup": ours["compiled_graphs"],
-    }
+    summary = side_fields("ours", ours, OURS_FIELDS)
     if "trl-grpo" in results:
         trl = results["trl-grpo"]
-        summary.update(
-            trl_sec_per_iter=round(trl["total"], 4), trl_generate_sec=round(trl["generate"], 4),
-            trl_train_sec=round(trl["train"], 4), trl_peak_rss_mb=round(trl["peak_rss_mb"], 1),
-            speedup_vs_trl=round(trl["total"] / ours["total"], 2), trl_versions=trl["versions"],
-        )  # fmt: skip
+        summary.update(side_fields("trl", trl, TRL_FIELDS))
+        summary.update(speedup_vs_trl=speedup(trl, ours), trl_versions=trl["versions"])
     if "ours-ppo" in results:
         ppo = results["ours-ppo"]
-        summary.update(
-            ours_ppo_sec_per_iter=round(ppo["total"], 4), ours_ppo_peak_rss_mb=round(ppo["peak_rss_mb"], 1),
-            speedup_vs_ours_ppo=round(ppo["total"] / ours["total"], 2),
-        )  # fmt: skip
+        summary.update(side_fields("ours_ppo", ppo, {"sec_per_iter": "total", "peak_rss_mb": "peak_rss_mb"}))
+        summary["speedup_vs_ours_ppo"] = speedup(ppo, ours)
     summary.update(
         shape={"prompts": args.prompts, "generations": args.generations, "prompt": args.prompt,
                "response": args.response, "hidden": args.hidden, "layers": args.layers, "vocab": args.vocab},

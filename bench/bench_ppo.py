@@ -30,17 +30,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+from _common import ROOT, TRL_VENV, count_compiles, peak_rss_mb, summarise  # shared with bench_dpo/grpo
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRL_VENV = os.path.join(ROOT, "bench", ".venv-trl")
 TRL_REQUIREMENTS = ["torch==2.13.0", "transformers>=4.56.1,<4.58", "trl==0.23.1"]
 
 DEFAULT = dict(
@@ -106,10 +103,6 @@ def parse_args(argv=None):
     if args.smoke:
         args.skip_trl = True
     return args
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 def prompts(args, i: int) -> np.ndarray:
@@ -252,30 +245,6 @@ def kernel_summary(profile_dir: str, iterations: int, top: int = 12) -> dict:
     for op, count, ms_total in rows[:top]:
         print(f"    {op:<24} {count / iterations:8.1f} per iteration {ms_total / iterations:9.2f} ms")
     return {"kernels_per_iter": round(kernels, 1), "kernel_sec_per_iter": round(kernel_ms / 1000, 4)}
-
-
-def count_compiles() -> list:
-    """A list that grows by one name per graph MindSpore compiles from now on (jit functions and cells)."""
-    from mindspore.graph import api as graph_api
-
-    compiled = []
-    check = graph_api._check_recompile  # called by _JitExecutor.compile only when the phase is not cached
-
-    def counting_check(obj, compile_args, kwargs, full_function_name, *rest):
-        compiled.append(full_function_name)
-        return check(obj, compile_args, kwargs, full_function_name, *rest)
-
-    graph_api._check_recompile = counting_check
-    cell_compile = graph_api._CellGraphExecutor.compile
-
-    def counting_cell_compile(self, obj, *a, **k):
-        phase, is_new = cell_compile(self, obj, *a, **k)
-        if is_new:
-            compiled.append(type(obj).__name__)
-        return phase, is_new
-
-    graph_api._CellGraphExecutor.compile = counting_cell_compile
-    return compiled
 
 
 # ---------------------------------------------------------------------------------------------------- TRL
@@ -435,13 +404,6 @@ def run_trl(args, keep_gc: bool) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- driver
-def summarise(rows, warmup: int, rss: float) -> dict:
-    timed = rows[warmup:] or rows
-    out = {k: statistics.median(r[k] for r in timed) for k in timed[0]}
-    out["iters"] = [round(r["total"], 4) for r in timed]
-    out["first_iter"] = rows[0]["total"]
-    out["peak_rss_mb"] = rss
-    return out
 
 
 def run_side(args, side: str, python: str) -> dict:

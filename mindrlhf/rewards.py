@@ -12,8 +12,13 @@ sample" (TRL's convention, e.g. a math reward on a code prompt).
 Configs name functions as "package.module:function" (`reward_funcs` in YAML or on the command line, with
 `reward_weights`); `load_reward_funcs` resolves them and `compute_rewards` calls them once per batch.
 
-Built-ins:
-    mindrlhf.rewards:accuracy        1.0 if the response's answer equals the `answer` column, else 0.0
+Built-ins (both read the dataset's `answer` column; pick by what "equal" should mean for your task):
+    mindrlhf.rewards:accuracy        1.0 if the response's answer is *math-equivalent* to `answer`: numbers are
+                                     compared as numbers, so "02", "2.0" and "2 apples" all match "2" (the
+                                     convention of TRL's math_verify-based accuracy_reward)
+    mindrlhf.rewards:exact_match     1.0 if the response *string* equals `answer` after stripping surrounding
+                                     whitespace: "02" does not match "2" (digit strings, codes, labels);
+                                     make_exact_match(normalize) for your own normalisation (e.g. str.lower)
     mindrlhf.rewards:format_reward   1.0 if the whole response is one number (the arithmetic demo's format)
     make_format_reward(pattern)      a format reward for your own regex; expose it from your module:
                                          # my_rewards.py
@@ -258,7 +263,11 @@ def extract_number(text: str) -> Optional[float]:
 
 
 def accuracy(prompts: List[str], responses: List[str], answer: List[str]) -> List[Optional[float]]:
-    """Exact-match accuracy against the dataset's `answer` column: 1.0 right, 0.0 wrong, None not applicable.
+    """Math-equivalence accuracy against the dataset's `answer` column: 1.0 right, 0.0 wrong, None not applicable.
+
+    The convention of TRL's `accuracy_reward` (which verifies with math_verify: the same *value* counts, however
+    it is written), reduced to plain numbers and text: "02" and "2.0" match "2". When the answer is a string
+    whose exact spelling matters (a reversed digit string, a code, a label), use `exact_match`.
 
     - An answer that is a number ("19", "-3", "2.5" after `normalize_answer`) is compared numerically with the
       first number-like token of the response, so "19", " 19\\n" and "19 apples" match "19" while "119", "1 9"
@@ -277,6 +286,42 @@ def accuracy(prompts: List[str], responses: List[str], answer: List[str]) -> Lis
         else:
             rewards.append(1.0 if normalize_answer(response) == gold else 0.0)
     return rewards
+
+
+def make_exact_match(
+    normalize: Optional[Callable[[str], str]] = None, name: str = "exact_match"
+) -> RewardFunc:
+    """A reward function scoring 1.0 when `normalize(response.strip()) == normalize(answer.strip())`, else 0.0.
+
+    `normalize` (default: none) maps a stripped string to its comparison form, e.g. `str.lower` or
+    `normalize_answer` (collapse inner whitespace). An empty answer (after stripping) or a missing one (None)
+    gives None, "not applicable", as in `accuracy`. `name` becomes the function's metric name. Expose your
+    variant from a module to use it by name: `exact_lower = make_exact_match(str.lower, "exact_lower")`.
+    """
+    norm = normalize if normalize is not None else (lambda text: text)
+
+    def exact_match(prompts: List[str], responses: List[str], answer: List[str]) -> List[Optional[float]]:
+        rewards: List[Optional[float]] = []
+        for response, gold in zip(responses, answer):
+            gold = "" if gold is None else str(gold).strip()
+            if not gold:
+                rewards.append(None)
+            else:
+                rewards.append(1.0 if norm(str(response).strip()) == norm(gold) else 0.0)
+        return rewards
+
+    exact_match.__name__ = exact_match.__qualname__ = name
+    exact_match.__doc__ = (
+        "String exact match against the `answer` column after stripping surrounding whitespace"
+        + (f" and normalising with {getattr(normalize, '__name__', normalize)!r}" if normalize else "")
+        + ": 1.0 equal, 0.0 not, None for an empty answer."
+    )
+    return exact_match
+
+
+exact_match = make_exact_match()
+"""`mindrlhf.rewards:exact_match`: "19" matches "19" and " 19\\n"; "02" does not match "2"; "19 apples" does not
+match "19" (use `accuracy` for that)."""
 
 
 DEFAULT_FORMAT_PATTERN = r"\s*[-+]?\d+(?:\.\d+)?\s*"

@@ -181,7 +181,7 @@ def test_quick_demo_grpo_raises_held_out_accuracy(quick_run):
 
 
 def test_estimator_table_mean_and_spread_by_hand():
-    from compare_estimators import markdown, table
+    from compare_estimators import markdown, missing_runs, table
 
     def summary(before, after, greedy):
         run = {"accuracy_after": {"sampled": after, "greedy": greedy}, "seconds": 100.0, "iterations": 300}
@@ -191,16 +191,72 @@ def test_estimator_table_mean_and_spread_by_hand():
     rows = table(summaries, ["grpo", "rloo"])
     assert list(rows) == ["grpo"]  # an estimator no seed ran is left out, not reported as zeros
     r = rows["grpo"]
-    assert r["seeds"] == 3
-    assert r["gain_mean"] == pytest.approx(40.0) and r["gain_min"] == pytest.approx(30.0)
-    assert r["gain_max"] == pytest.approx(50.0) and r["sampled_after_mean"] == pytest.approx(65.0)
-    assert r["greedy_after_mean"] == pytest.approx(80.0)
-    assert "| grpo | 3 | 300 | +40.0 [+30.0, +50.0] | 65.0 % | 80.0 % | 100 |" in markdown(rows, summaries)
+    assert r["seeds"] == [0, 1, 2]
+    # gains 50, 30, 40; after 80, 50, 65; greedy after 90, 70, 80, greedy gains over 60: 30, 10, 20
+    assert r["gain"] == pytest.approx({"mean": 40.0, "min": 30.0, "max": 50.0})
+    assert r["sampled_after"] == pytest.approx({"mean": 65.0, "min": 50.0, "max": 80.0})
+    assert r["greedy_after"] == pytest.approx({"mean": 80.0, "min": 70.0, "max": 90.0})
+    assert r["greedy_gain"] == pytest.approx({"mean": 20.0, "min": 10.0, "max": 30.0})
+    assert r["seconds_per_iteration"] == pytest.approx(1 / 3)
+    missing = missing_runs(summaries, [0, 1, 2, 3], ["grpo", "rloo"])
+    assert missing == ["rloo seed 0", "rloo seed 1", "rloo seed 2", "grpo seed 3", "rloo seed 3"]
+    text = markdown(rows, summaries, missing)
+    assert (
+        "| grpo | 0, 1, 2 | 300 | +40.0 [+30.0, +50.0] | 65.0 [50.0, 80.0] | 80.0 [70.0, 90.0] | "
+        "+20.0 [+10.0, +30.0] | 100 (0.33) |"
+    ) in text
+    assert "seed 1 sampled 20.0 %, greedy 60.0 %" in text and "Not finished: rloo seed 0, " in text
+
+
+def _result(iterations, sampled):
+    return {"iterations": iterations, "seconds": 10.0, "accuracy_after": {"sampled": sampled, "greedy": 0.9},
+            "eos_rate_after": 1.0, "curve": [{"iteration": iterations, "sampled": sampled}], "reward_curve": []}  # fmt: skip
+
+
+def test_resumed_demo_keeps_finished_runs_and_restarts_the_rest(tmp_path, capsys):
+    """The comparison is resumable: a finished run (result.json, same budget) is skipped; a run cut short or of
+    another budget is removed; the summary collects every finished estimator of the folder in a fixed order."""
+    import run_demo
+
+    for name, iterations, sampled in (("rloo", 400, 0.5), ("grpo", 400, 0.7), ("dr_grpo", 200, 0.6)):
+        (tmp_path / f"rl_{name}").mkdir()
+        (tmp_path / f"rl_{name}" / "result.json").write_text(json.dumps(_result(iterations, sampled)))
+    (tmp_path / "rl_gae" / "checkpoints").mkdir(parents=True)  # cut short: no result.json
+    assert run_demo.finished_run(str(tmp_path / "rl_grpo"), 400)
+    assert not run_demo.finished_run(str(tmp_path / "rl_gae"), 400) and not (tmp_path / "rl_gae").exists()
+    assert (
+        not run_demo.finished_run(str(tmp_path / "rl_dr_grpo"), 400)
+        and not (tmp_path / "rl_dr_grpo").exists()
+    )
+    summary = {"seed": 0, "split": {"sft": 7000}, "leak_check": "passed", "reward_func": "m:f",
+               "sft": {"steps": 10, "seconds": 1.0, "stop_accuracy": 0.25},
+               "accuracy_before": {"sampled": 0.3, "greedy": 0.6}}  # fmt: skip
+    run_demo._write_summary(str(tmp_path), summary, ["gae", "rloo"], 0.0, {}, final=True)
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert list(saved["estimators"]) == ["grpo", "rloo"]  # ESTIMATORS order; gae and dr_grpo were removed
+    assert saved["estimator"] == "rloo" and saved["gain_sampled"] == pytest.approx(
+        0.2
+    )  # first asked, finished
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(tmp_path / "summary.json")
+
+
+def test_sft_of_another_seed_is_not_reused(tmp_path):
+    import run_demo
+
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "model.yaml").write_text("model: {}\n")
+    (tmp_path / "sft" / "result.json").write_text(json.dumps({"seed": 1, "sft": {"steps": 5}, "before": {}}))
+    with pytest.raises(SystemExit, match="SFT of seed 1, not --seed 0"):
+        run_demo.train_or_reuse_sft(str(tmp_path), "unused.mindrecord", None, None, seed=0)
 
 
 def test_reward_is_a_strict_string_match_unlike_a_numeric_one():
-    from arith_reward import exact_answer
+    import yaml
+
+    from mindrlhf.rewards import exact_match
 
     responses = ["91", "2", "02", "91+3", "91=", " 91 ", "911111", ""]
     answers = ["91", "02", "02", "91", "91", "91", "91", "0"]
-    assert exact_answer([""] * 8, responses, answers) == [1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    assert exact_match([""] * 8, responses, answers) == [1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    with open(os.path.join(ROOT, "examples", "arithmetic_demo", "grpo_arith.yaml"), encoding="utf-8") as f:
+        assert yaml.safe_load(f)["reward_funcs"] == ["mindrlhf.rewards:exact_match"]

@@ -215,3 +215,45 @@ def test_format_reward_default_and_custom():
     assert think(["", ""], ["<think>a\nb</think> 4", "4 <think></think>"]) == [1.0, 0.0]
     with pytest.raises(Exception, match="unterminated|missing"):
         rewards.make_format_reward("(")
+
+
+def test_accuracy_and_exact_match_differ_on_how_a_number_is_written():
+    # the arithmetic demo's case: sum 20 reversed is "02"; the wrong response "2" equals it as a number only
+    responses = ["2", "02", "91+3", "91"]
+    answers = ["02", "02", "91", "91"]
+    assert rewards.accuracy([""] * 4, responses, answers) == [1.0, 1.0, 1.0, 1.0]
+    assert rewards.exact_match([""] * 4, responses, answers) == [0.0, 1.0, 0.0, 1.0]
+
+
+def test_exact_match_strips_ends_only_and_skips_missing_answers():
+    responses = ["19", " 19\n", "19 apples", "19.0", "1 9", "Paris", "paris", "x", "x"]
+    answers = ["19", "19 ", "19", "19", "19", "\tParis", "Paris", "", None]
+    assert rewards.exact_match([""] * 9, responses, answers) == [
+        1.0,
+        1.0,
+        0.0,
+        0.0,
+        0.0,
+        1.0,
+        0.0,
+        None,
+        None,
+    ]
+    assert rewards.exact_match.__name__ == "exact_match"
+    assert rewards.load_reward_funcs(["mindrlhf.rewards:exact_match"]) == [rewards.exact_match]
+    assert rewards.required_columns(rewards.exact_match) == ["answer"]
+
+
+def test_exact_match_normalize_hook():
+    lower = rewards.make_exact_match(str.lower, name="exact_lower")
+    assert lower.__name__ == "exact_lower"
+    assert lower(["", "", ""], ["Paris", " PARIS ", "Paris France"], ["paris", "Paris", "paris france"]) == [
+        1.0,
+        1.0,
+        1.0,
+    ]
+    spaces = rewards.make_exact_match(rewards.normalize_answer)
+    assert spaces(["", ""], ["Paris   France", "ParisFrance"], ["Paris France", "Paris France"]) == [1.0, 0.0]
+    # the hook sees the stripped strings: a normaliser that keeps only digits
+    digits = rewards.make_exact_match(lambda s: "".join(c for c in s if c.isdigit()))
+    assert digits([""] * 2, ["1 9", "91"], ["19", "19"]) == [1.0, 0.0]

@@ -4,8 +4,13 @@ several seeds, mean and spread of the held-out accuracy gain.
     python examples/arithmetic_demo/compare_estimators.py [--seeds 0,1,2] [--estimators grpo,dr_grpo,rloo,gae] \
         [--output_dir output/arithmetic_estimators] [--quick]
 
-Each seed is one `run_demo.py --seed N --estimators ...` (SFT once per seed, then every estimator from the same
-SFT model, so the estimators differ only in the RL stage). Writes OUT/table.md and OUT/table.json; prints the table.
+Each seed is one `run_demo.py --seed N --estimators ... --output_dir OUT/seed_N`, seed after seed (so a comparison
+cut short still has every estimator of the seeds it finished). Within a seed folder the SFT model is trained once
+(OUT/seed_N/sft/result.json) and every estimator starts from it, so the estimators differ only in the RL stage;
+each RL run writes OUT/seed_N/rl_<estimator>/result.json as soon as it is evaluated, and a later invocation
+skips finished runs and restarts unfinished ones. So a comparison can be resumed after a crash or a kill with the
+same command, and run one seed or one estimator at a time (`--seeds 1 --estimators rloo`); a seed that fails does
+not stop the next one. Writes OUT/table.md and OUT/table.json (which runs are missing, too); prints the table.
 `--from_existing` rebuilds the table from OUT/seed_N/summary.json without running anything.
 """
 
@@ -24,46 +29,68 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
+def _spread(values) -> Dict[str, float]:
+    values = np.asarray(values, dtype=np.float64)
+    return {"mean": float(values.mean()), "min": float(values.min()), "max": float(values.max())}
+
+
 def table(summaries: Dict[int, dict], estimators: List[str]) -> Dict[str, dict]:
-    """Per estimator: the held-out accuracy after RL and the gain over SFT, in points, across seeds."""
+    """Per estimator, over the seeds that finished it: held-out accuracy (percent) after RL, sampled and greedy,
+    and the sampled gain over the same seed's SFT model, in points, each as {mean, min, max}; RL seconds per run
+    and per iteration (mean). An estimator no seed finished is left out."""
     rows = {}
     for name in estimators:
-        runs = [
-            (s["accuracy_before"], s["estimators"][name])
-            for s in summaries.values()
-            if name in s.get("estimators", {})
-        ]
+        runs = [(seed, s["accuracy_before"], s["estimators"][name]) for seed, s in summaries.items()
+                if name in s.get("estimators", {})]  # fmt: skip
         if not runs:
             continue
-        gain = np.array([100 * (r["accuracy_after"]["sampled"] - b["sampled"]) for b, r in runs])
-        after = np.array([100 * r["accuracy_after"]["sampled"] for _, r in runs])
-        greedy = np.array([100 * r["accuracy_after"]["greedy"] for _, r in runs])
-        seconds = np.array([r["seconds"] for _, r in runs])
         rows[name] = {
-            "seeds": len(runs),
-            "gain_mean": float(gain.mean()), "gain_min": float(gain.min()), "gain_max": float(gain.max()),
-            "sampled_after_mean": float(after.mean()), "greedy_after_mean": float(greedy.mean()),
-            "rl_seconds_mean": float(seconds.mean()), "iterations": runs[0][1]["iterations"],
-        }  # fmt: skip
+            "seeds": [seed for seed, _, _ in runs],
+            "iterations": runs[0][2]["iterations"],
+            "gain": _spread([100 * (r["accuracy_after"]["sampled"] - b["sampled"]) for _, b, r in runs]),
+            "sampled_after": _spread([100 * r["accuracy_after"]["sampled"] for _, _, r in runs]),
+            "greedy_after": _spread([100 * r["accuracy_after"]["greedy"] for _, _, r in runs]),
+            "greedy_gain": _spread([100 * (r["accuracy_after"]["greedy"] - b["greedy"]) for _, b, r in runs]),
+            "rl_seconds": float(np.mean([r["seconds"] for _, _, r in runs])),
+            "seconds_per_iteration": float(np.mean([r["seconds"] / r["iterations"] for _, _, r in runs])),
+        }
     return rows
 
 
-def markdown(rows: Dict[str, dict], summaries: Dict[int, dict]) -> str:
-    before = [100 * s["accuracy_before"]["sampled"] for s in summaries.values()]
+def missing_runs(summaries: Dict[int, dict], seeds: List[int], estimators: List[str]) -> List[str]:
+    """ "estimator seed N" for every requested run without a result (not run yet, cut short or failed)."""
+    return [f"{name} seed {seed}" for seed in seeds for name in estimators
+            if name not in summaries.get(seed, {}).get("estimators", {})]  # fmt: skip
+
+
+def markdown(rows: Dict[str, dict], summaries: Dict[int, dict], missing: List[str] = ()) -> str:
+    """The docs table: one row per estimator, mean [min, max] over its seeds."""
+
+    def cell(d, sign=""):
+        return f"{d['mean']:{sign}.1f} [{d['min']:{sign}.1f}, {d['max']:{sign}.1f}]"
+
+    before = {seed: s["accuracy_before"] for seed, s in summaries.items()}
     lines = [
-        f"Held-out sampled accuracy after SFT: {np.mean(before):.1f} % (seeds {', '.join(map(str, summaries))}: "
-        + ", ".join(f"{b:.1f}" for b in before)
-        + ").",
+        "Held-out accuracy after SFT (the RL starting point, one SFT model per seed): "
+        + "; ".join(
+            f"seed {seed} sampled {100 * b['sampled']:.1f} %, greedy {100 * b['greedy']:.1f} %"
+            for seed, b in before.items()
+        )  # fmt: skip
+        + ".",
         "",
-        "| estimator | seeds | iterations | gain, points (mean [min, max]) | sampled after | greedy after | RL s |",
-        "|---|---|---|---|---|---|---|",
+        "| estimator | seeds | iterations | sampled gain, points | sampled after, % | greedy after, % "
+        "| greedy gain, points | RL wall s per run (s/iter) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         lines.append(
-            f"| {name} | {r['seeds']} | {r['iterations']} | {r['gain_mean']:+.1f} [{r['gain_min']:+.1f}, "
-            f"{r['gain_max']:+.1f}] | {r['sampled_after_mean']:.1f} % | {r['greedy_after_mean']:.1f} % | "
-            f"{r['rl_seconds_mean']:.0f} |"
+            f"| {name} | {', '.join(map(str, r['seeds']))} | {r['iterations']} | {cell(r['gain'], '+')} | "
+            f"{cell(r['sampled_after'])} | {cell(r['greedy_after'])} | {cell(r['greedy_gain'], '+')} | "
+            f"{r['rl_seconds']:.0f} ({r['seconds_per_iteration']:.2f}) |"
         )
+    lines += ["", "Cells: mean [min, max] over the seeds listed."]
+    if missing:
+        lines.append(f"Not finished: {', '.join(missing)}.")
     return "\n".join(lines) + "\n"
 
 
@@ -80,21 +107,31 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     estimators = [e.strip() for e in args.estimators.split(",") if e.strip()]
     out = os.path.abspath(args.output_dir)
-    summaries = {}
-    for seed in seeds:
+    summaries, failed = {}, []
+    for (
+        seed
+    ) in seeds:  # seed-major: a cut-short comparison still has every estimator of the seeds it finished
         seed_dir = os.path.join(out, f"seed_{seed}")
         if not args.from_existing:
             cmd = [sys.executable, os.path.join(HERE, "run_demo.py"), "--seed", str(seed), "--estimators",
                    ",".join(estimators), "--output_dir", seed_dir] + (["--quick"] if args.quick else [])  # fmt: skip
-            subprocess.run(cmd, cwd=ROOT, check=True)
-        with open(os.path.join(seed_dir, "summary.json"), encoding="utf-8") as f:
-            summaries[seed] = json.load(f)
+            if (
+                subprocess.run(cmd, cwd=ROOT).returncode != 0
+            ):  # the finished runs are kept; go on to the next seed
+                failed.append(seed)
+        path = os.path.join(seed_dir, "summary.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                summaries[seed] = json.load(f)
+    if failed:
+        sys.stderr.write(f"[compare_estimators] seeds {failed} did not finish (logs in OUT/seed_N/logs/)\n")
     rows = table(summaries, estimators)
-    text = markdown(rows, summaries)
+    missing = missing_runs(summaries, seeds, estimators)
+    text = markdown(rows, summaries, missing)
     with open(os.path.join(out, "table.md"), "w", encoding="utf-8") as f:
         f.write(text)
     with open(os.path.join(out, "table.json"), "w", encoding="utf-8") as f:
-        json.dump(rows, f, indent=2)
+        json.dump({"estimators": rows, "missing": missing}, f, indent=2)
     sys.stdout.write(text)
     return 0
 

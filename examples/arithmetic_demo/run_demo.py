@@ -2,7 +2,7 @@
 reward raises its accuracy on problems it never saw in any stage.
 
     python examples/arithmetic_demo/run_demo.py [--output_dir output/arithmetic_demo] [--seed 0] [--quick]
-        [--estimators grpo,dr_grpo,rloo,gae] [--reward_func arith_reward:exact_answer] [--skip_rl]
+        [--estimators grpo,dr_grpo,rloo,gae] [--reward_func mindrlhf.rewards:exact_match] [--skip_rl]
 
 Stages (logs in OUT/logs/; the RL stage is the same train.py command a user would run):
     1. task       (here)  all 10,000 problems a+b, a,b < 100; strict split: ~1,000 held-out closed under swapping
@@ -13,8 +13,9 @@ Stages (logs in OUT/logs/; the RL stage is the same train.py command a user woul
     4. sft        (here)  mindrlhf's SFTTrainer from random weights, stopped once SAMPLED accuracy on a 200-problem
                           probe reaches 25 %, so the RL stage starts from a weak policy (arith_sft.py)
     5. before     (here)  held-out accuracy, sampled (T=1) and greedy, with mindrlhf.generate
-    6. rl         train.py --config grpo_arith.yaml --reward_funcs arith_reward:exact_answer, once per estimator
-                          (strict string match; why not mindrlhf.rewards:accuracy: arith_reward.py)
+    6. rl         train.py --config grpo_arith.yaml --reward_funcs mindrlhf.rewards:exact_match, once per
+                          estimator (string match: the reversed sum "02" must not match the number 2, as the
+                          math-equivalent mindrlhf.rewards:accuracy would count it)
     7. after      (here)  held-out accuracy of every saved checkpoint (the curve) and of the last one
 
 Writes OUT/summary.json, OUT/report.md and OUT/arithmetic_curve.png; the last line printed is summary.json's path.
@@ -28,6 +29,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -46,6 +48,7 @@ logger = logging.getLogger("arithmetic_demo")
 FULL = {"rl_iterations": 400, "save_interval": 50}
 QUICK = {"rl_iterations": 200, "save_interval": 50}
 PROBE_SIZE = 200  # SFT problems whose sampled accuracy stops SFT
+RESULT_FILE = "result.json"  # OUT/sft/ and OUT/rl_<estimator>/: written when that stage ends (resumable runs)
 ESTIMATORS = ("grpo", "dr_grpo", "rloo", "gae")
 # Per-estimator overrides on top of grpo_arith.yaml: Dr. GRPO with the loss normaliser of its paper (sum over
 # tokens / (B * max_new_tokens)); PPO (gae) as usual, with a critic and whitened advantages. Same budget for all:
@@ -126,7 +129,7 @@ def build_datasets(data: str, files: Dict[str, str], tokenizer, with_rl: bool, l
 def run_rl(estimator: str, sft_yaml: str, prompts: str, tokenizer, out: str, seed: int, sizes: Dict[str, int],
            reward_func: str, logs: str) -> float:  # fmt: skip
     """Stage 6 for one estimator: train.py with grpo_arith.yaml, the exact-match reward and the digit tokenizer
-    (this folder on PYTHONPATH so train.py can import `arith_reward`)."""
+    (this folder on PYTHONPATH, so a --reward_func module of your own placed here imports)."""
     return run_stage(f"rl_{estimator}", [
         sys.executable, os.path.join(ROOT, "train.py"), "--sft_model_path", sft_yaml, "--dataset_dir", prompts,
         "--save_dir", out, "--config", os.path.join(HERE, "grpo_arith.yaml"), "--device_target", "CPU",
@@ -199,7 +202,8 @@ def plot(out: str, before: Dict[str, float], results: Dict[str, Dict[str, Any]])
     right.set(title="mean exact-match reward of the rollouts", xlabel="RL iteration", ylim=(0, 1))
     for ax in (left, right):
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # the reward panel is empty without metrics.jsonl
+            ax.legend()
     fig.tight_layout()
     path = os.path.join(out, "arithmetic_curve.png")
     fig.savefig(path)
@@ -260,7 +264,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer RL iterations (the end-to-end test)")
     parser.add_argument("--estimators", default="grpo", help=f"comma-separated, of {', '.join(ESTIMATORS)}")
     parser.add_argument(
-        "--reward_func", default="arith_reward:exact_answer",
+        "--reward_func", default="mindrlhf.rewards:exact_match",
         help="reward function for the RL stage (module:function; this folder is on the RL stage's PYTHONPATH)",
     )  # fmt: skip
     parser.add_argument("--skip_rl", action="store_true", help="stop after SFT and its evaluation")
@@ -286,54 +290,125 @@ def main(argv=None) -> int:
     timings["data"] = time.time() - t
 
     from arith_eval import Evaluator
-    from arith_sft import run_sft
 
-    probe = list(split.sft[:PROBE_SIZE])
-    sft = run_sft(
-        os.path.join(HERE, "arith_llama.yaml"), os.path.join(HERE, "sft_arith.yaml"), datasets["sft"],
-        os.path.join(out, "sft"), tokenizer, probe, seed=args.seed,
-    )  # fmt: skip
+    sft, before = train_or_reuse_sft(out, datasets["sft"], tokenizer, split, args.seed)
     timings["sft"] = sft["seconds"]
     model, evaluator = sft["model"], Evaluator(sft["model"], tokenizer, batch=PROBE_SIZE)
-    t = time.time()
-    before = evaluator.both(split.held_out, seed=args.seed)
-    timings["evaluate_before"] = time.time() - t
     logger.info("after SFT: held-out sampled %.3f, greedy %.3f", before["sampled"], before["greedy"])
-
-    results: Dict[str, Dict[str, Any]] = {}
-    for name in [] if args.skip_rl else estimators:
-        rl_dir = os.path.join(out, f"rl_{name}")
-        seconds = run_rl(
-            name,
-            sft["model_yaml"],
-            datasets["rl"],
-            tokenizer,
-            rl_dir,
-            args.seed,
-            sizes,
-            args.reward_func,
-            logs,
-        )
-        t = time.time()
-        results[name] = {"iterations": sizes["rl_iterations"], "seconds": round(seconds, 1),
-                         **evaluate_rl(evaluator, model, rl_dir, split.held_out, args.seed)}  # fmt: skip
-        timings[f"rl_{name}"], timings[f"evaluate_{name}"] = seconds, time.time() - t
-        a = results[name]["accuracy_after"]
-        logger.info("after %s: held-out sampled %.3f (%+.3f), greedy %.3f", name, a["sampled"],
-                    a["sampled"] - before["sampled"], a["greedy"])  # fmt: skip
 
     summary: Dict[str, Any] = {
         "seed": args.seed,
         "quick": args.quick,
         "split": split.sizes(),
-        "leak_check": "passed",
-        "reward_func": args.reward_func,  # make_split and prepare_task raise LeakError otherwise
-        "sft": {k: sft[k] for k in ("steps", "seconds", "stop_accuracy", "reached", "probe")},
+        "leak_check": "passed",  # make_split and prepare_task raise LeakError otherwise
+        "reward_func": args.reward_func,
+        "sft": {k: sft[k] for k in ("steps", "seconds", "stop_accuracy", "reached", "probe", "reused")},
         "accuracy_before": {"sampled": before["sampled"], "greedy": before["greedy"]},
         "eos_rate_before": before["eos_rate"],
     }
+    for name in [] if args.skip_rl else estimators:
+        rl_dir = os.path.join(out, f"rl_{name}")
+        if finished_run(rl_dir, sizes["rl_iterations"]):
+            continue
+        seconds = run_rl(name, sft["model_yaml"], datasets["rl"], tokenizer, rl_dir, args.seed, sizes,
+                         args.reward_func, logs)  # fmt: skip
+        t = time.time()
+        result = {"iterations": sizes["rl_iterations"], "seconds": round(seconds, 1),
+                  **evaluate_rl(evaluator, model, rl_dir, split.held_out, args.seed)}  # fmt: skip
+        result["evaluate_seconds"] = round(time.time() - t, 1)
+        result["load_average_1m"] = round(os.getloadavg()[0], 2)
+        timings[f"rl_{name}"], timings[f"evaluate_{name}"] = seconds, result["evaluate_seconds"]
+        # written as soon as the run is evaluated: a later crash or kill does not lose it
+        _write_json(os.path.join(rl_dir, RESULT_FILE), result)
+        a = result["accuracy_after"]
+        logger.info("after %s: held-out sampled %.3f (%+.3f), greedy %.3f", name, a["sampled"],
+                    a["sampled"] - before["sampled"], a["greedy"])  # fmt: skip
+        _write_summary(out, summary, estimators, start, timings, final=False)
+    return _write_summary(out, summary, estimators, start, timings, final=True)
+
+
+def finished_run(rl_dir: str, iterations: int) -> bool:
+    """True when `rl_dir/result.json` is a finished run of `iterations` iterations (then it is kept and skipped).
+    Otherwise a leftover `rl_dir` (a run cut short, or one of another budget) is removed so the run starts again
+    from the SFT model, and False is returned."""
+    done = os.path.join(rl_dir, RESULT_FILE)
+    if os.path.isfile(done):
+        with open(done, encoding="utf-8") as f:
+            ran = json.load(f).get("iterations")
+        if ran == iterations:
+            logger.info("%s: finished earlier (%s), skipped", os.path.basename(rl_dir), done)
+            return True
+        logger.warning("%s ran %s iterations, not %d: removed and run again", rl_dir, ran, iterations)
+    elif os.path.isdir(rl_dir):
+        logger.warning("%s has no %s (a run cut short): removed and run again", rl_dir, RESULT_FILE)
+    if os.path.isdir(rl_dir):
+        shutil.rmtree(rl_dir)
+    return False
+
+
+def train_or_reuse_sft(out: str, dataset: str, tokenizer, split, seed: int) -> tuple:
+    """Stages 4-5, once per output folder: SFT and the held-out accuracy before RL, saved in OUT/sft/result.json;
+    a later invocation with the same folder (another estimator, a resumed comparison) loads OUT/sft/model.yaml
+    instead of training again, so every estimator of a seed starts from the same SFT model.
+
+    Returns `(sft, before)`: sft has the run_sft keys plus "reused"; before is `Evaluator.both` of the held-out set.
+    """
+    from arith_eval import Evaluator
+    from arith_sft import build_model, run_sft
+
+    save_dir = os.path.join(out, "sft")
+    done = os.path.join(save_dir, RESULT_FILE)
+    if os.path.isfile(done) and os.path.isfile(os.path.join(save_dir, "model.yaml")):
+        with open(done, encoding="utf-8") as f:
+            saved = json.load(f)
+        if saved.get("seed") != seed:
+            raise SystemExit(
+                f"[arithmetic demo] {done} is the SFT of seed {saved.get('seed')}, not --seed {seed}: use another "
+                "--output_dir (one folder per seed) or delete it"
+            )
+        _, model = build_model(os.path.join(save_dir, "model.yaml"), seed)
+        logger.info("SFT: reusing %s (%d steps, trained earlier)", save_dir, saved["sft"]["steps"])
+        sft = {
+            **saved["sft"],
+            "model": model,
+            "model_yaml": os.path.join(save_dir, "model.yaml"),
+            "reused": True,
+        }
+        return sft, saved["before"]
+    probe = list(split.sft[:PROBE_SIZE])
+    sft = run_sft(
+        os.path.join(HERE, "arith_llama.yaml"), os.path.join(HERE, "sft_arith.yaml"), dataset, save_dir,
+        tokenizer, probe, seed=seed,
+    )  # fmt: skip
+    t = time.time()
+    before = Evaluator(sft["model"], tokenizer, batch=PROBE_SIZE).both(split.held_out, seed=seed)
+    keys = ("steps", "seconds", "stop_accuracy", "reached", "probe")
+    _write_json(done, {"seed": seed, "sft": {k: sft[k] for k in keys}, "before": before,
+                       "evaluate_seconds": round(time.time() - t, 1)})  # fmt: skip
+    return {**sft, "reused": False}, before
+
+
+def _write_json(path: str, obj: Any) -> None:
+    """Write JSON atomically (a kill mid-write leaves the old file or none, never half a file)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def _write_summary(out: str, summary: Dict[str, Any], estimators: List[str], start: float,
+                   timings: Dict[str, float], final: bool) -> int:  # fmt: skip
+    """OUT/summary.json, report.md and the plot from every finished estimator in OUT (this invocation's and
+    earlier ones'), in ESTIMATORS order; the main estimator is the first of --estimators that finished."""
+    results = {}
+    for name in ESTIMATORS:
+        path = os.path.join(out, f"rl_{name}", RESULT_FILE)
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                results[name] = json.load(f)
+    before = summary["accuracy_before"]
     if results:
-        main_name = estimators[0]
+        main_name = next((e for e in estimators if e in results), next(iter(results)))
         summary["estimator"] = main_name
         summary["accuracy_after"] = results[main_name]["accuracy_after"]
         summary["gain_sampled"] = summary["accuracy_after"]["sampled"] - before["sampled"]
@@ -343,10 +418,10 @@ def main(argv=None) -> int:
     summary["stage_seconds"] = {k: round(v, 1) for k, v in timings.items()}
     write_report(out, summary)
     path = os.path.join(out, "summary.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
-    logger.info("report: %s; wall time %.0f s", os.path.join(out, "report.md"), summary["wall_seconds"])
-    print(path)
+    _write_json(path, summary)
+    if final:
+        logger.info("report: %s; wall time %.0f s", os.path.join(out, "report.md"), summary["wall_seconds"])
+        print(path)
     return 0
 
 
