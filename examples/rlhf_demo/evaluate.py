@@ -15,7 +15,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 logger = logging.getLogger(__name__)
-MAX_NEW_TOKENS = 32
+MAX_NEW_TOKENS = 40
 EVAL_SEED = 20261125
 
 

@@ -32,7 +32,7 @@ sys.path.insert(0, ROOT)
 # Sizes of the default demo and of --quick (the end-to-end test). Everything else lives in the YAMLs beside this file.
 FULL = {"sft_steps": 800, "rm_steps": 500, "ppo_iterations": 60, "eval_prompts": 256, "vocab": 1200}
 QUICK = {"sft_steps": 400, "rm_steps": 100, "ppo_iterations": 16, "eval_prompts": 64, "vocab": 1200}
-PROMPT_LEN, SEQ_LEN = 32, 64
+PROMPT_LEN, SEQ_LEN = 24, 64
 # Share of harmful SFT prompts answered with a refusal: the SFT model should mostly comply (the seed's "original
 # answer" column) yet sometimes refuse, so PPO has something to find (DEMO_NOTES: 0.4 made greedy SFT refuse all).
 SFT_REFUSAL_RATE = 0.25
