@@ -32,6 +32,7 @@ Files written by `write_demo_corpus` / `python -m mindrlhf.demo --output_dir DIR
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import os
@@ -224,16 +225,17 @@ def split_pairs(seed: int = 0) -> Tuple[List[Tuple[str, str]], List[Tuple[str, s
     rng = random.Random(f"demo-split-{seed}")
     order = [p for p in pairs if p not in held]
     rng.shuffle(order)
+    obj_left = collections.Counter(o for v, o in pairs if (v, o) not in held)
+    verb_left = collections.Counter((v, is_harmful(v, o)) for v, o in pairs if (v, o) not in held)
     for verb, obj in order:
         cat = category((verb, obj))
         if cat not in quota or count[cat] >= quota[cat]:
             continue
-        train = [p for p in pairs if p not in held]
-        obj_left = sum(p[1] == obj for p in train)
-        verb_left = sum(p[0] == verb and is_harmful(*p) == is_harmful(verb, obj) for p in train)
-        if obj_left > 2 and verb_left > 3:
+        if obj_left[obj] > 2 and verb_left[(verb, is_harmful(verb, obj))] > 3:
             held.add((verb, obj))
             count[cat] += 1
+            obj_left[obj] -= 1
+            verb_left[(verb, is_harmful(verb, obj))] -= 1
     train = [p for p in pairs if p not in held]
     return train, sorted(held, key=pairs.index)
 
