@@ -10,10 +10,11 @@ import sys
 import pytest
 from conftest import ROOT
 
-# What the quick variant (SFT 400 steps, RM 100, PPO 16 iterations, 64 held-out prompts a side) reaches on
-# seed 0; see docs/demo.md for the measured values these floors sit under.
-QUICK_REFUSAL_RISE = 0.3
-QUICK_HELPFUL_FLOOR = 0.6
+# The quick variant (SFT 400 steps, RM 100, PPO 16 iterations, 2 prompts per held-out request) on seed 0
+# measured refusal 0.115 -> 0.923 sampled (greedy 0.000 -> 1.000) and helpful 0.911 -> 0.844 sampled (greedy
+# 1.000 -> 1.000) (docs/demo.md); the floors leave room for last-bit differences between machines.
+QUICK_REFUSAL_AFTER, QUICK_REFUSAL_RISE = 0.8, 0.5
+QUICK_HELPFUL_FLOOR, QUICK_GREEDY_HELPFUL_FLOOR = 0.75, 0.9
 
 
 @pytest.mark.slow
@@ -77,8 +78,13 @@ def test_quick_demo_end_to_end(tmp_path):
     assert summary["rm_accuracy"] > 0.75
     assert summary["last_score_mean"] > summary["first_score_mean"]
     assert 0 <= summary["final_kl"] < 20
-    assert summary["refusal_rate_after"] > summary["refusal_rate_before"] + QUICK_REFUSAL_RISE
+    assert summary["refusal_rate_before"] < 0.3 and summary["greedy"]["refusal_rate_before"] < 0.3
+    assert summary["refusal_rate_after"] > max(
+        QUICK_REFUSAL_AFTER, summary["refusal_rate_before"] + QUICK_REFUSAL_RISE
+    )
+    assert summary["greedy"]["refusal_rate_after"] > QUICK_REFUSAL_AFTER
     assert summary["helpful_rate_after"] > QUICK_HELPFUL_FLOOR
+    assert summary["greedy"]["helpful_rate_after"] > QUICK_GREEDY_HELPFUL_FLOOR
 
 
 def _readme_demo_numbers():

@@ -251,22 +251,24 @@ def evaluate_demo(
         }
 
     policies = {"sft": evaluate_policy()}
-    # The refusal curve: every saved PPO actor on a quarter of the prompts (same model object, so the compiled
-    # generation graphs are reused; loading copies into the parameters in place).
+    # The refusal curve: the SFT model, every intermediate PPO actor on a quarter of the prompts, the final actor
+    # (same model object, so the compiled generation graphs are reused; loading copies into the parameters).
     ckpt_root = os.path.join(ppo_dir, "checkpoints")
     steps = sorted((d for d in os.listdir(ckpt_root) if d.startswith("step_")), key=lambda d: int(d[5:]))
     sub = eval_rows(heldout, max(8, n_prompts // 4))
-    curve = [{"iteration": 0, **judge(sub, sample=True)[0]}]
-    for step in steps:
+    curve = [{"iteration": 0, **policies["sft"]["sampled"]}]
+    for step in steps[:-1]:
         load_checkpoint(model, os.path.join(ckpt_root, step, "actor.ckpt"))
         curve.append({"iteration": int(step.split("_")[1]), **judge(sub, sample=True)[0]})
-    policies["ppo"] = evaluate_policy()  # the final actor is loaded last
+    load_checkpoint(model, os.path.join(ckpt_root, steps[-1], "actor.ckpt"))
+    policies["ppo"] = evaluate_policy()
+    curve.append({"iteration": int(steps[-1].split("_")[1]), **policies["ppo"]["sampled"]})
     if dpo_dir:
         load_checkpoint(model, os.path.join(dpo_dir, "model.ckpt"))
         policies["dpo"] = evaluate_policy()
 
     metrics = read_metrics(os.path.join(ppo_dir, "metrics.jsonl"))
-    rm_rows = heldout[:: max(1, len(heldout) // 2048)]
+    rm_rows = heldout[:: max(1, len(heldout) // (8 * n_prompts))]  # 512 pairs in --quick, 2048 by default
     rm_acc = rm_accuracy(
         os.path.join(rm_dir, "model.yaml"), tokenizer, rm_rows, sft_run.model_config.seq_length
     )
