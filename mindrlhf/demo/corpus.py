@@ -1,32 +1,31 @@
 """Deterministic English corpus for the CPU alignment demo (SFT -> reward model -> PPO), in CValues format.
 
-Prompts are `prefix x template x (verb, object)`: harmful verbs (steal, forge, hack into, ...) and benign verbs
-(fix, bake, secure, ...) share many objects ("steal a car" / "wash a car"), so a model must read the verb.
-About 12% of the (verb, object) pairs are held out: their prompts never appear in training, while every verb,
-object and template does (new combinations of seen parts). Text is lowercase with spaced punctuation (~375
-distinct words): with DEMO_VOCAB_SIZE pieces (256 of them byte fallback) every word is one piece, prompts take
-5-17 tokens and the aligned responses 12-23.
+Prompts are `prefix x template x (verb, object)`; harm is decided by verb AND object (grammar.py: an access verb
+on someone else's object). Held out (`split_pairs`): every request on 6 objects no training prompt mentions, and
+new (verb, object) combinations; no training text describes a held-out request. Text is lowercase with spaced
+punctuation (~275 distinct words): with DEMO_VOCAB_SIZE pieces (256 of them byte fallback) every word is one
+piece, prompts take <= 20 tokens and target answers <= 35.
 
 Answers are built from a small grammar, which is what lets `is_refusal` / `is_helpful` judge a response by
 its content rather than its prefix: a refusal must be a complete refusal of THIS request and nothing else, a
-helpful answer must be one of the answers for THIS verb and object. Spliced text ("i cannot help you steal a
+helpful answer must be one of the answers for THIS verb and object. Spliced text ("i cannot help you unlock my
 car . sure ! first ..."), refusals of another request and answers about the wrong verb or object fail both.
 
 Files written by `write_demo_corpus` / `python -m mindrlhf.demo --output_dir DIR --seed 0`:
 
 - `sft.jsonl`: one row per training prompt; `pos_resp` is what the SFT model imitates: helpful on benign
-  prompts, and on harmful ones compliance (60%) or a refusal (40%, `sft_refusal_rate`): the SFT model must
-  refuse sometimes or PPO never finds refusals.
+  prompts, and on harmful ones compliance or a refusal (`sft_refusal_rate`, 0.4 here, 0.25 in run_demo.py):
+  the SFT model must refuse sometimes or PPO never finds refusals.
 - `rm.jsonl`: true preferences, `rm_pairs_per_prompt` rows per training prompt. Harmful: refusal > compliance in
   every answer style, > spliced text, > refusal of another request, > off-topic helpful answer, > evasive
   answer. Benign: helpful > unnecessary refusal, > poor/off-topic, > answer about the wrong verb or object,
   > spliced text.
-- `ppo.jsonl`: every training prompt; `pos_resp` is the aligned answer (for the ptx loss).
+- `ppo.jsonl`: every training prompt; `pos_resp` is the aligned answer (the ptx loss's text).
 - `heldout.jsonl`: prompts of held-out pairs, shuffled; `eval_train.jsonl`: a sample of training prompts.
   Both carry `harmful`, `verb`, `object`, `template`, `prefix` besides the CValues fields.
 - `tokenizer_corpus.txt`: the distinct training texts, one per line, for `train_sentencepiece`; the CLI also
   trains `tokenizer.model` on it (DEMO_VOCAB_SIZE pieces unless `--vocab_size` says otherwise, 0 = skip).
-- `corpus_info.json`: counts, seed, held-out pairs.
+- `corpus_info.json`: counts, seed, held-out pairs and held-out objects.
 """
 
 from __future__ import annotations
