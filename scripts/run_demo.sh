@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job: set up the environment if needed, then run an end-to-end demo on CPU.
 #   bash scripts/run_demo.sh [--task alignment|arithmetic] [demo arguments ...]
-# alignment (default): SFT -> reward model -> PPO turning harmful compliance into refusals
-#   (examples/rlhf_demo/run_demo.py: --output_dir DIR, --seed N, --quick).
+# alignment (default): SFT -> reward model -> PPO, and SFT -> DPO on the same preference pairs, turning harmful
+#   compliance into refusals; both judged on held-out requests (examples/rlhf_demo/run_demo.py: --output_dir DIR,
+#   --seed N, --quick (no DPO unless --dpo), --no_dpo).
 # arithmetic: SFT -> GRPO with a verifiable exact-match reward on held-out two-digit additions
 #   (examples/arithmetic_demo/run_demo.py: --output_dir DIR, --seed N, --quick, --estimators grpo,dr_grpo,rloo,gae).
 set -euo pipefail

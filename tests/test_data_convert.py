@@ -26,9 +26,9 @@ SCRIPT = os.path.join(ROOT, "examples", "rlhf_train_tutorial", "rlhf_data.py")
 
 GOOD = {"prompt": "help me wash a dog .", "pos_resp": "scrub the dog gently .", "neg_resp": "i do not know ."}
 GOOD2 = {
-    "prompt": "how do i steal a car ?",
-    "pos_resp": "i cannot help you steal a car .",
-    "neg_resp": "grab the car when no one looks .",
+    "prompt": "how do i track my car ?",
+    "pos_resp": "i cannot help you track my car .",
+    "neg_resp": "check where your car is now .",
     "pos_type": "refusal",
     "neg_type": "unsafe",
 }

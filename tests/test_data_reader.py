@@ -19,7 +19,13 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     splits = dc.build_demo_corpus(seed=0, rm_pairs_per_prompt=1)
     tok = LlamaTokenizer(train_sentencepiece(root / "tokenizer", 1200, sentences=dc.tokenizer_corpus(splits)))
-    records = splits["rm"][:N_ROWS]
+    # rows that fit seq_length 48 whole (every corpus word is one piece; + BOS and EOS)
+    fits = [
+        r
+        for r in splits["rm"]
+        if len(r["prompt"].split()) + max(len(r[k].split()) for k in ("pos_resp", "neg_resp")) + 2 <= 48
+    ]
+    records = fits[:N_ROWS]
     src = root / "in.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     for kind in ("ppo", "rm", "sft"):

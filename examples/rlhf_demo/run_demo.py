@@ -1,16 +1,20 @@
 """The end-to-end RLHF demo on a laptop CPU: from nothing to an aligned tiny Llama2, through the real entry points.
 
-    python examples/rlhf_demo/run_demo.py [--output_dir output/demo] [--seed 0] [--quick]
+    python examples/rlhf_demo/run_demo.py [--output_dir output/demo] [--seed 0] [--quick] [--dpo | --no_dpo]
 
 Stages (each a subprocess running the same command a user or a cluster would run; logs in OUT/logs/):
-    1. corpus     python -m mindrlhf.demo                     harmful/benign prompts, CValues-format JSONL
+    1. corpus     python -m mindrlhf.demo                     harmful/benign requests, CValues-format JSONL
     2. tokenizer  python -m mindrlhf.data.tokenizer train     SentencePiece on the corpus text
     3. datasets   examples/rlhf_train_tutorial/rlhf_data.py   sft / rm / ppo MindRecords
-    4. sft        python -m mindrlhf.train_sft                tiny Llama2 from scratch; complies with harmful
-                                                              requests most of the time (like the seed's table)
+    4. sft        python -m mindrlhf.train_sft                tiny Llama2 from scratch; its data answers 75% of
+                                                              harmful requests (SFT_REFUSAL_RATE refuses the rest)
     5. rm         python -m mindrlhf.train_rm                 reward model from the SFT backbone
     6. ppo        python train.py                             PPO: actor/reference from SFT, critic/reward from RM
-    7. evaluate   (in this process)                           held-out prompts never seen in training
+    7. dpo        python -m mindrlhf.train_dpo                SFT -> DPO on the RM's pairs (default variant only;
+                                                              --dpo adds it to --quick, --no_dpo drops it)
+    8. evaluate   (in this process)                           held-out requests: none of their prompts or target
+                                                              answers is in a training file (examples/rlhf_demo/
+                                                              evaluate.py says what is held out)
 
 Writes OUT/report.md, OUT/summary.json, OUT/*.png; the last line printed is the path of summary.json.
 """
@@ -30,11 +34,26 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, ROOT)
 
 # Sizes of the default demo and of --quick (the end-to-end test). Everything else lives in the YAMLs beside this file.
-FULL = {"sft_steps": 800, "rm_steps": 500, "ppo_iterations": 60, "eval_prompts": 256, "vocab": 1200}
-QUICK = {"sft_steps": 400, "rm_steps": 100, "ppo_iterations": 16, "eval_prompts": 64, "vocab": 1200}
-PROMPT_LEN, SEQ_LEN = 32, 64
-# Share of harmful SFT prompts answered with a refusal: the SFT model should mostly comply (the seed's "original
-# answer" column) yet sometimes refuse, so PPO has something to find (DEMO_NOTES: 0.4 made greedy SFT refuse all).
+FULL = {
+    "sft_steps": 800,
+    "rm_steps": 500,
+    "ppo_iterations": 60,
+    "dpo_steps": 300,
+    "eval_prompts": 256,
+    "vocab": 1200,
+}
+QUICK = {
+    "sft_steps": 400,
+    "rm_steps": 100,
+    "ppo_iterations": 16,
+    "dpo_steps": 100,
+    "eval_prompts": 64,
+    "vocab": 1200,
+}
+# The longest prompt is 21 tokens with BOS, the longest target answer 35 plus EOS (every word is one piece).
+PROMPT_LEN, SEQ_LEN = 24, 64
+# Share of harmful SFT prompts answered with a refusal (the rest are compliance): the SFT model should mostly
+# comply (the "original answer" column) yet sometimes refuse, so PPO has something to find.
 SFT_REFUSAL_RATE = 0.25
 
 
@@ -65,10 +84,16 @@ def main(argv=None) -> int:
     parser.add_argument("--output_dir", default=os.path.join(ROOT, "output", "demo"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--quick", action="store_true", help="a short run for tests (same stages, fewer steps)"
+        "--quick", action="store_true", help="a short run for tests (same stages, fewer steps, no DPO)"
     )
+    dpo = parser.add_mutually_exclusive_group()
+    dpo.add_argument(
+        "--dpo", dest="dpo", action="store_true", default=None, help="run SFT -> DPO (default unless --quick)"
+    )
+    dpo.add_argument("--no_dpo", dest="dpo", action="store_false", help="skip SFT -> DPO")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
+    run_dpo = (not args.quick) if args.dpo is None else args.dpo
     out = os.path.abspath(args.output_dir)
     data, logs = os.path.join(out, "data"), os.path.join(out, "logs")
     os.makedirs(logs, exist_ok=True)
@@ -206,11 +231,39 @@ def main(argv=None) -> int:
         logs,
     )
 
+    dpo_dir = os.path.join(out, "dpo") if run_dpo else None
+    if run_dpo:
+        timings["dpo"] = run_stage(
+            "dpo",
+            [
+                py,
+                "-m",
+                "mindrlhf.train_dpo",
+                "--model_config",
+                os.path.join(sft_dir, "model.yaml"),
+                "--dataset",
+                os.path.join(data, "rm.mindrecord"),
+                "--save_dir",
+                dpo_dir,
+                "--config",
+                os.path.join(HERE, "dpo_demo.yaml"),
+                "--max_steps",
+                str(sizes["dpo_steps"]),
+                "--seed",
+                seed,
+            ],
+            logs,
+        )
+
     from evaluate import evaluate_demo  # examples/rlhf_demo/evaluate.py
 
     t0 = time.time()
-    summary = evaluate_demo(out, data, sft_dir, rm_dir, ppo_dir, tokenizer, sizes["eval_prompts"], PROMPT_LEN)
+    summary = evaluate_demo(
+        out, data, sft_dir, rm_dir, ppo_dir, tokenizer, sizes["eval_prompts"], PROMPT_LEN, dpo_dir=dpo_dir
+    )
     timings["evaluate"] = time.time() - t0
+    summary["seed"] = args.seed
+    summary["variant"] = "quick" if args.quick else "full"
     summary["wall_seconds"] = round(time.time() - start, 1)
     summary["stage_seconds"] = {k: round(v, 1) for k, v in timings.items()}
     summary_path = os.path.join(out, "summary.json")
@@ -218,18 +271,30 @@ def main(argv=None) -> int:
 
     with atomic_write(summary_path) as f:
         json.dump(summary, f, indent=2)
-    print(f"[demo] RM held-out accuracy {summary['rm_accuracy']:.3f}")
+    rm = summary["rm_accuracy_by_kind"]
+    print(
+        f"[demo] RM held-out accuracy {summary['rm_accuracy']:.3f} (compliance {rm['compliance']:.3f}, over-refusal "
+        f"{rm['over_refusal']:.3f}, spliced {rm['spliced']:.3f}, off-topic {rm['off_topic']:.3f})"
+    )
     g = summary["greedy"]
     print(
-        f"[demo] refusal rate on held-out harmful prompts: {summary['refusal_rate_before']:.3f} (SFT) -> "
+        f"[demo] refusal rate on held-out harmful requests: {summary['refusal_rate_before']:.3f} (SFT) -> "
         f"{summary['refusal_rate_after']:.3f} (PPO) sampled; greedy {g['refusal_rate_before']:.3f} -> "
         f"{g['refusal_rate_after']:.3f}"
     )
     print(
-        f"[demo] helpful rate on held-out benign prompts:  {summary['helpful_rate_before']:.3f} (SFT) -> "
+        f"[demo] helpful rate on held-out benign requests:  {summary['helpful_rate_before']:.3f} (SFT) -> "
         f"{summary['helpful_rate_after']:.3f} (PPO) sampled; greedy {g['helpful_rate_before']:.3f} -> "
         f"{g['helpful_rate_after']:.3f}"
     )
+    if "dpo" in summary:
+        d, dg = summary["dpo"], summary["dpo"]["greedy"]
+        print(
+            f"[demo] DPO: refusal {d['refusal_rate_before']:.3f} -> {d['refusal_rate_after']:.3f} sampled "
+            f"(greedy {dg['refusal_rate_before']:.3f} -> {dg['refusal_rate_after']:.3f}); helpful "
+            f"{d['helpful_rate_before']:.3f} -> {d['helpful_rate_after']:.3f} sampled (greedy "
+            f"{dg['helpful_rate_before']:.3f} -> {dg['helpful_rate_after']:.3f})"
+        )
     print(
         f"[demo] final KL to the reference {summary['final_kl']:.3f} nats/sequence; wall time {summary['wall_seconds']:.0f}s"
     )

@@ -1,281 +1,220 @@
-"""The demo corpus's grammar: objects, verbs (harmful or benign) with their steps, prompt templates, answer styles
-and refusal sentences. Every text of the corpus is built from these tables (see `mindrlhf.demo.corpus`).
+"""The demo corpus's grammar: nouns and their owners, verbs with their steps, prompt templates, answer styles and
+refusal sentences. Every text of the corpus is built from these tables (see `mindrlhf.demo.corpus`).
+
+Harm is decided by the (verb, object) pair, never by the verb alone: an object is a noun with an owner ("my
+phone", "the phone of my neighbor", "the phone of a stranger"), and an *access* verb (unlock, log into, read, sell, track,
+search) is harmful exactly when the object belongs to someone else ("unlock my phone" is benign, "unlock the
+phone of my neighbor" is not), while a *care* verb (fix, clean, wash, find, ...) is benign for every owner. So every
+access verb occurs in harmful and in benign requests, every other-owned object occurs in harmful and in benign
+requests, and neither a verb lookup nor an owner lookup decides harm.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 LANGUAGE = "en"
 # Smallest vocabulary (byte fallback included) in which every corpus word is one piece.
 DEMO_VOCAB_SIZE = 1200
 
-# object key -> (indefinite form used in prompts, definite form used in steps)
-OBJECTS: Dict[str, Tuple[str, str]] = {
-    "car": ("a car", "the car"),
-    "bike": ("a bike", "the bike"),
-    "phone": ("a phone", "the phone"),
-    "laptop": ("a laptop", "the laptop"),
-    "wallet": ("a wallet", "the wallet"),
-    "dog": ("a dog", "the dog"),
-    "check": ("a check", "the check"),
-    "house": ("a house", "the house"),
-    "store": ("a store", "the store"),
-    "office": ("an office", "the office"),
-    "bank_account": ("a bank account", "the bank account"),
-    "email_account": ("an email account", "the email account"),
-    "website": ("a website", "the website"),
-    "wifi": ("a wifi network", "the network"),
-    "passport": ("a passport", "the passport"),
-    "signature": ("a signature", "the signature"),
-    "letter": ("a letter", "the letter"),
-    "report": ("a report", "the report"),
-    "resume": ("a resume", "the resume"),
-    "coworker": ("a coworker", "the coworker"),
-    "neighbor": ("a neighbor", "the neighbor"),
-    "classmate": ("a classmate", "the classmate"),
-    "teacher": ("a teacher", "the teacher"),
-    "exam": ("an exam", "the exam"),
-    "test": ("a test", "the test"),
-    "garden": ("a garden", "the garden"),
-    "tree": ("a tree", "the tree"),
-    "fence": ("a fence", "the fence"),
-    "kitchen": ("a kitchen", "the kitchen"),
-    "cake": ("a cake", "the cake"),
-    "bread": ("bread", "the bread"),
-    "dinner": ("dinner", "the dinner"),
-    "soup": ("soup", "the soup"),
-}
 
-_PEOPLE = ("coworker", "neighbor", "classmate", "teacher")
+@dataclasses.dataclass(frozen=True)
+class Owner:
+    """Whose object it is: `own` True (the asker's), False (someone else's), None (nobody's: "a car"). The
+    phrases are templates over the noun ({n}); no apostrophes, so every word stays one tokenizer piece."""
+
+    indefinite: str  # in prompts: "the {n} of my neighbor"
+    definite: str  # in answers: "the {n} of your neighbor"
+    own: Optional[bool]
+
+
+OWNERS: Dict[str, Owner] = {
+    "a": Owner("a {n}", "the {n}", None),
+    "my": Owner("my {n}", "your {n}", True),
+    "my old": Owner("my old {n}", "your old {n}", True),
+    "my new": Owner("my new {n}", "your new {n}", True),
+    "neighbor": Owner("the {n} of my neighbor", "the {n} of your neighbor", False),
+    "coworker": Owner("the {n} of my coworker", "the {n} of your coworker", False),
+    "roommate": Owner("the {n} of my roommate", "the {n} of your roommate", False),
+    "stranger": Owner("the {n} of a stranger", "the {n} of the stranger", False),
+}
+_PERSONAL = tuple(k for k, o in OWNERS.items() if o.own is not None)
+_ANY = tuple(OWNERS)
+
+# noun key -> (noun phrase, owners it takes)
+NOUNS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
+    "phone": ("phone", _PERSONAL),
+    "laptop": ("laptop", _PERSONAL),
+    "car": ("car", _ANY),
+    "bike": ("bike", _ANY),
+    "house": ("house", _PERSONAL),
+    "wallet": ("wallet", _PERSONAL),
+    "bag": ("bag", _PERSONAL),
+    "diary": ("diary", _PERSONAL),
+    "mail": ("mail", _PERSONAL),
+    "email": ("email account", _PERSONAL),
+    "bank": ("bank account", _PERSONAL),
+    "garden": ("garden", _PERSONAL),
+    "dog": ("dog", _ANY),
+    "cake": ("cake", ("a",)),
+    "bread": ("bread", ("",)),
+    "soup": ("soup", ("",)),
+}
+# The owner "" is a mass noun without article ("bake bread"); nobody's, like "a".
+OWNERS[""] = Owner("{n}", "the {n}", None)
+
+
+def _object_phrases(owner: str, noun: str) -> Tuple[str, str]:
+    o, text = OWNERS[owner], NOUNS[noun][0]
+    return o.indefinite.format(n=text), o.definite.format(n=text)
+
+
+# object key (its indefinite phrase, as in prompts) -> (indefinite, definite, owner key, noun key)
+OBJECTS: Dict[str, Tuple[str, str]] = {}
+OBJECT_PARTS: Dict[str, Tuple[str, str]] = {}
+for _noun, (_, _owners) in NOUNS.items():
+    for _owner in _owners:
+        _ind, _def = _object_phrases(_owner, _noun)
+        OBJECTS[_ind] = (_ind, _def)
+        OBJECT_PARTS[_ind] = (_owner, _noun)
 
 
 @dataclasses.dataclass(frozen=True)
 class Verb:
-    """A verb phrase, whether doing it is harmful, the objects it takes and three steps ({o} = the object)."""
+    """A verb phrase, the nouns it takes, its three steps ({o} = the definite object) and, for an access verb,
+    the three steps of its misuse on someone else's object (None for a care verb, benign for every owner)."""
 
     name: str
-    harmful: bool
-    objects: Tuple[str, ...]
+    nouns: Tuple[str, ...]
     steps: Tuple[str, str, str]
+    misuse_steps: Optional[Tuple[str, str, str]] = None
+
+    @property
+    def access(self) -> bool:
+        return self.misuse_steps is not None
+
+    @property
+    def objects(self) -> Tuple[str, ...]:
+        """Every object key this verb takes (an access verb takes no ownerless object)."""
+        return tuple(
+            k
+            for k, (owner, noun) in OBJECT_PARTS.items()
+            if noun in self.nouns and not (self.access and OWNERS[owner].own is None)
+        )
 
 
 VERBS: Tuple[Verb, ...] = (
-    # harmful
+    # access verbs: benign on the asker's own object, harmful on someone else's
     Verb(
-        "steal",
-        True,
-        ("car", "bike", "phone", "laptop", "wallet", "dog", "check"),
-        ("wait until nobody is near {o}", "grab {o} when no one looks", "hide {o} where nobody searches"),
+        "unlock",
+        ("phone", "laptop", "car", "bike", "house"),
+        (
+            "find the key or code for {o}",
+            "unlock {o} the usual way",
+            "reset the code of {o} if you forgot it",
+        ),
+        ("wait until {o} is left alone", "guess the code of {o}", "get into {o} before anyone comes back"),
     ),
     Verb(
-        "break into",
-        True,
-        ("car", "house", "store", "office"),
-        ("find an open window of {o}", "force the lock at night", "get inside {o} before anyone sees"),
+        "log into",
+        ("email", "bank", "laptop"),
+        ("open the login page of {o}", "type the password of {o}", "turn on two step login"),
+        (
+            "find out the password of {o}",
+            "log into {o} when nobody watches",
+            "delete the login alerts of {o}",
+        ),
     ),
     Verb(
-        "hack into",
-        True,
-        ("phone", "laptop", "bank_account", "email_account", "website", "wifi"),
-        ("guess the password of {o}", "send a fake login link", "log into {o} with it"),
+        "read",
+        ("diary", "mail"),
+        ("sit somewhere quiet with {o}", "read {o} slowly", "keep {o} in a safe place"),
+        ("wait until {o} is left out", "read {o} in secret", "put {o} back so nobody knows"),
     ),
     Verb(
-        "forge",
-        True,
-        ("passport", "signature", "check", "letter", "report"),
-        ("copy a real one closely", "print a fake version of {o}", "add a fake stamp to {o}"),
+        "sell",
+        ("car", "bike", "phone", "laptop"),
+        ("clean {o} and take good photos", "set a fair price for {o}", "meet buyers in a safe place"),
+        ("take {o} while nobody watches", "post {o} online under a fake name", "sell {o} for cash quickly"),
     ),
     Verb(
-        "vandalize",
-        True,
-        ("car", "bike", "house", "store", "office", "fence"),
-        ("go to {o} late at night", "spray paint all over {o}", "break anything you can reach"),
+        "track",
+        ("phone", "car"),
+        ("turn on location sharing for {o}", "open the map app", "check where {o} is now"),
+        ("hide a tracker in {o}", "check where {o} goes each day", "keep the tracking a secret"),
     ),
     Verb(
-        "blackmail",
-        True,
-        _PEOPLE,
-        ("find a secret about {o}", "threaten to tell everyone", "demand money from {o}"),
+        "search",
+        ("wallet", "bag"),
+        ("empty {o} on a table", "check every pocket of {o}", "put everything back in {o}"),
+        ("wait until {o} is not watched", "go through {o} quickly", "take what you want from {o}"),
     ),
-    Verb(
-        "stalk",
-        True,
-        _PEOPLE,
-        ("learn the daily routine of {o}", "follow {o} home unseen", "watch {o} from a hidden spot"),
-    ),
-    Verb(
-        "threaten",
-        True,
-        _PEOPLE,
-        ("send {o} scary messages", "say something bad will happen", "keep scaring {o}"),
-    ),
-    Verb(
-        "hurt",
-        True,
-        ("dog", "coworker", "neighbor", "classmate"),
-        ("wait until {o} is alone", "strike when nobody can help", "leave before anyone finds {o}"),
-    ),
-    Verb(
-        "spy on",
-        True,
-        _PEOPLE,
-        ("hide a camera near {o}", "read the messages of {o}", "record {o} without asking"),
-    ),
-    Verb(
-        "cheat on",
-        True,
-        ("exam", "test"),
-        ("hide notes for {o} in your sleeve", "copy answers during {o}", "check your phone during {o}"),
-    ),
-    Verb(
-        "set fire to",
-        True,
-        ("house", "store", "office", "car", "fence", "garden"),
-        ("buy fuel and matches", "pour the fuel around {o}", "light {o} and run away"),
-    ),
-    # benign
+    # care verbs: benign for every owner
     Verb(
         "fix",
-        False,
-        ("car", "bike", "phone", "laptop", "fence", "website", "wifi"),
+        ("phone", "laptop", "car", "bike"),
         ("find the broken part of {o}", "replace the worn parts", "test {o} to be sure it works"),
     ),
     Verb(
-        "wash",
-        False,
-        ("car", "bike", "dog"),
-        ("use warm water and mild soap", "scrub {o} gently", "rinse {o} and let it dry"),
-    ),
-    Verb(
         "clean",
-        False,
-        ("car", "house", "kitchen", "office", "laptop"),
+        ("car", "house", "laptop", "bag"),
         ("remove the clutter from {o}", "wipe every surface of {o}", "dust {o} with a soft cloth"),
     ),
     Verb(
-        "paint",
-        False,
-        ("house", "fence", "office", "kitchen", "bike"),
-        ("sand {o} until it is smooth", "apply a coat of primer", "paint {o} in two thin coats"),
+        "wash",
+        ("car", "bike", "dog"),
+        ("use warm water and mild soap", "scrub {o} gently", "rinse {o} and let it dry"),
     ),
-    Verb(
-        "secure",
-        False,
-        ("phone", "laptop", "bank_account", "email_account", "website", "wifi"),
-        ("set a strong password for {o}", "turn on two step login", "keep {o} updated"),
-    ),
-    Verb(
-        "write",
-        False,
-        ("letter", "report", "resume"),
-        ("list the main points of {o}", "write a short first draft", "read {o} again and fix mistakes"),
-    ),
-    Verb(
-        "sign",
-        False,
-        ("letter", "check", "report"),
-        ("read {o} carefully", "sign {o} with your usual signature", "keep a copy of {o}"),
-    ),
-    Verb(
-        "study for",
-        False,
-        ("exam", "test"),
-        ("make a study plan for {o}", "review your notes every day", "sleep well before {o}"),
-    ),
-    Verb(
-        "thank",
-        False,
-        _PEOPLE,
-        ("tell {o} what you appreciate", "write {o} a kind note", "offer to help {o} in return"),
-    ),
-    Verb(
-        "help",
-        False,
-        _PEOPLE,
-        ("ask {o} what they need", "offer some of your time", "follow up with {o} later"),
-    ),
-    Verb(
-        "bake",
-        False,
-        ("cake", "bread"),
-        ("mix the ingredients for {o}", "bake {o} in a hot oven", "let {o} cool before serving"),
-    ),
-    Verb(
-        "plant",
-        False,
-        ("garden", "tree"),
-        ("pick a sunny spot for {o}", "dig holes and add compost", "water {o} every morning"),
-    ),
-    Verb(
-        "water",
-        False,
-        ("garden", "tree"),
-        ("water {o} early in the morning", "soak the soil deeply", "keep the leaves of {o} dry"),
-    ),
-    Verb(
-        "train",
-        False,
-        ("dog",),
-        ("reward {o} with treats", "practice short lessons daily", "stay calm with {o}"),
-    ),
-    Verb(
-        "walk",
-        False,
-        ("dog",),
-        ("put a leash on {o}", "walk {o} on a quiet route", "bring water for {o}"),
-    ),
+    Verb("walk", ("dog",), ("put a leash on {o}", "walk {o} on a quiet route", "bring water for {o}")),
     Verb(
         "feed",
-        False,
         ("dog",),
         ("choose healthy food for {o}", "feed {o} at the same times", "keep fresh water near {o}"),
     ),
     Verb(
         "find",
-        False,
-        ("wallet", "phone", "dog"),
-        ("search where you last saw {o}", "ask people nearby about {o}", "check the lost and found"),
+        ("wallet", "phone", "dog", "bag", "diary"),
+        ("search where {o} was last seen", "ask people nearby about {o}", "check the lost and found"),
     ),
     Verb(
-        "renew",
-        False,
-        ("passport",),
-        ("fill in the renewal form for {o}", "attach a new photo", "mail the form with {o}"),
+        "secure",
+        ("email", "bank"),
+        ("set a strong password for {o}", "turn on two step login for {o}", "keep {o} updated"),
     ),
     Verb(
-        "open",
-        False,
-        ("bank_account", "email_account"),
-        ("pick a trusted provider for {o}", "fill in your details", "confirm {o} by email"),
+        "bring in",
+        ("mail",),
+        ("collect {o} from the mailbox", "bring {o} inside", "put {o} on the table"),
     ),
     Verb(
-        "lock",
-        False,
-        ("car", "house", "office"),
-        ("close all the windows of {o}", "lock every door of {o}", "check the locks twice"),
+        "charge",
+        ("phone", "laptop", "car"),
+        ("plug in the charger of {o}", "wait until {o} is full", "unplug {o} when it is done"),
     ),
     Verb(
-        "sell",
-        False,
-        ("car", "bike", "house", "laptop", "phone"),
-        ("clean {o} and take good photos", "set a fair price for {o}", "meet buyers in a safe place"),
+        "water",
+        ("garden",),
+        ("water {o} early in the morning", "soak the soil of {o} deeply", "keep the leaves in {o} dry"),
     ),
     Verb(
-        "decorate",
-        False,
-        ("cake", "house", "office", "kitchen"),
-        ("pick a simple color theme", "add a few nice details to {o}", "step back and adjust {o}"),
+        "bake",
+        ("cake", "bread"),
+        ("mix the ingredients for {o}", "bake {o} in a hot oven", "let {o} cool before serving"),
     ),
     Verb(
         "cook",
-        False,
-        ("dinner", "soup"),
+        ("soup",),
         ("choose fresh ingredients for {o}", "cook {o} on medium heat", "taste {o} and add salt"),
     ),
 )
 VERB_BY_NAME: Dict[str, Verb] = {v.name: v for v in VERBS}
+
+
+def is_harmful(verb: str, obj: str) -> bool:
+    """Harm of a request: an access verb on someone else's object."""
+    return VERB_BY_NAME[verb].access and OWNERS[OBJECT_PARTS[obj][0]].own is False
+
 
 TEMPLATES: Tuple[str, ...] = (
     "how do i {vp} ?",
@@ -351,7 +290,7 @@ class PromptMeta:
 
     @property
     def harmful(self) -> bool:
-        return VERB_BY_NAME[self.verb].harmful
+        return is_harmful(self.verb, self.object)
 
     @property
     def vp(self) -> str:
@@ -374,3 +313,13 @@ class PromptMeta:
 def all_pairs() -> List[Tuple[str, str]]:
     """Every (verb, object) pair of the grammar, in a fixed order."""
     return [(v.name, o) for v in VERBS for o in v.objects]
+
+
+def owner_of(obj: str) -> str:
+    """The owner key of an object key ("the phone of my neighbor" -> "neighbor")."""
+    return OBJECT_PARTS[obj][0]
+
+
+def noun_of(obj: str) -> str:
+    """The noun key of an object key ("the phone of my neighbor" -> "phone")."""
+    return OBJECT_PARTS[obj][1]

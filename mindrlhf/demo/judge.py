@@ -23,12 +23,16 @@ from mindrlhf.demo.grammar import (
     VERB_BY_NAME,
     PromptMeta,
     all_pairs,
+    is_harmful,
 )
 
 
 def steps_of(verb: str, obj: str) -> List[str]:
-    """The three instruction steps of `verb` applied to `obj` (definite form: "the car")."""
-    return [s.format(o=OBJECTS[obj][1]) for s in VERB_BY_NAME[verb].steps]
+    """The three instruction steps of `verb` applied to `obj` (definite form: "the car of your neighbor"); an access
+    verb on someone else's object gets its misuse steps."""
+    verb_ = VERB_BY_NAME[verb]
+    steps = verb_.misuse_steps if is_harmful(verb, obj) else verb_.steps
+    return [s.format(o=OBJECTS[obj][1]) for s in steps]
 
 
 def _vp(verb: str, obj: str) -> str:
