@@ -119,7 +119,22 @@ def parse_args(argv=None):
         choices=["O0", "O1"],
         help="our side: mindspore.runtime.set_memory(optimize_level=...)",
     )
+    p.add_argument(
+        "--jit-level", choices=["O0", "O1"], help="our side: set_context(jit_config={'jit_level': ...})"
+    )
     p.add_argument("--compile-cache", metavar="DIR", help="our side: MindSpore's compile cache in DIR")
+    p.add_argument(
+        "--trim",
+        action="store_true",
+        help="our side: glibc malloc_trim(0) after each phase (returns freed heap)",
+    )
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment of the side's process (e.g. MALLOC_ARENA_MAX=2 in a --variant)",
+    )
     p.add_argument(
         "--variant",
         action="append",
@@ -188,9 +203,14 @@ class PhaseMemory:
     """Per-phase memory: `wrap(name, fn)` records, for each call, the RSS at its start and its peak RSS
     (VmHWM reset at the start, read at the end) into `self.last[name + "_start_mb" / "_peak_mb"]`."""
 
-    def __init__(self):
+    def __init__(self, trim: bool = False):
         self.last = {}
         self.exact = reset_peak_rss()  # else the peaks are the process's running maximum (ru_maxrss)
+        self.trim = None
+        if trim:
+            import ctypes
+
+            self.trim = ctypes.CDLL("libc.so.6").malloc_trim
 
     def wrap(self, name, fn):
         def wrapper(*a, **k):
@@ -198,6 +218,8 @@ class PhaseMemory:
             self.last[f"{name}_start_mb"] = _status_mb("VmRSS")
             out = fn(*a, **k)
             self.last[f"{name}_peak_mb"] = _status_mb("VmHWM")
+            if self.trim is not None:
+                self.trim(0)
             return out
 
         return wrapper
@@ -217,12 +239,13 @@ def run_ours(args) -> dict:
     ms.device_context.cpu.op_tuning.threads_num(args.threads)
     if args.memory_level:
         ms.runtime.set_memory(optimize_level=args.memory_level)
+    if args.jit_level:
+        ms.set_context(jit_config={"jit_level": args.jit_level})
     if args.compile_cache:
         from mindrlhf.utils.compile_cache import enable_compile_cache
 
-        key = {
-            k: getattr(args, k) for k in (*DEFAULT, "threads", "iters", "warmup", "recompute", "memory_level")
-        }
+        options = ("threads", "iters", "warmup", "recompute", "memory_level", "jit_level")
+        key = {k: getattr(args, k) for k in (*DEFAULT, *options)}
         print(f"  compile cache {enable_compile_cache(args.compile_cache, key)}", flush=True)
     compiles = count_compiles()
 
@@ -300,7 +323,7 @@ def run_ours(args) -> dict:
             pad_token_id=0,
             save_dir=tmp,
         )
-        memory = PhaseMemory()
+        memory = PhaseMemory(trim=args.trim)
         trainer._generate = memory.wrap("generate", trainer._generate)
         trainer._score = memory.wrap("score", trainer._score)
         train_step = memory.wrap("train", trainer.train_step)
@@ -338,8 +361,11 @@ def run_ours(args) -> dict:
         assert all(np.isfinite(v) for v in metrics.values())
         # Same seed, same graphs -> the same numbers: compares a warm compile cache (or any A/B) with the cold run.
         checksum = float(sum(v for k, v in sorted(metrics.items()) if not k.startswith("time/")))
-    result = summarise(rows, args.warmup, peak_rss_mb())
+    # ru_maxrss follows VmHWM, which the phase records reset: the process peak is the highest phase peak.
+    peak = max([peak_rss_mb(), models_rss] + [r[f"{p}_peak_mb"] for r in rows for p in PHASES])
+    result = summarise(rows, args.warmup, peak)
     result["models_rss_mb"] = models_rss
+    result["end_rss_mb"] = _status_mb("VmRSS")  # what stays allocated between iterations
     result["metrics_checksum"] = checksum
     result["phase_peaks_exact"] = memory.exact
     for phase in ("generate", "score", "train"):
@@ -587,16 +613,29 @@ def run_side(args, side: str, python: str, extra=(), root: str = ROOT) -> dict:
         argv += ["--recompute", getattr(args, "recompute", "off")]
         if getattr(args, "memory_level", None):
             argv += ["--memory-level", args.memory_level]
+        if getattr(args, "jit_level", None):
+            argv += ["--jit-level", args.jit_level]
         if getattr(args, "compile_cache", None):
             argv += ["--compile-cache", os.path.abspath(args.compile_cache)]
-    argv += list(extra)
+    if getattr(args, "trim", False) and side == "ours":
+        argv.append("--trim")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=root, TOKENIZERS_PARALLELISM="false")
+    extra, pairs = list(extra), list(getattr(args, "env", []))
+    while (
+        "--env" in extra
+    ):  # a variant's --env KEY=VALUE sets the child's environment (read at process start)
+        i = extra.index("--env")
+        pairs.append(extra[i + 1])
+        del extra[i : i + 2]
+    env.update(pair.split("=", 1) for pair in pairs)
+    argv += extra
     proc = subprocess.run(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     lines = proc.stdout.strip().splitlines()
     for line in lines[:-1]:
         print(line, flush=True)
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"{side} side failed (exit {proc.returncode}); see its output above")
+    print(f"  {side} done: {lines[-1]}", flush=True)  # each side's figures as soon as it ends
     return json.loads(lines[-1])
 
 
@@ -626,10 +665,14 @@ def print_phase_memory(results) -> None:
     ours = {k: r for k, r in results.items() if k.startswith("ours")}
     print("\nour side's memory (MB): RSS once the models are built; peak RSS inside each phase, steady state")
     print("(median of the timed iterations) and [first iteration, compiles included]")
-    print(f"{'side':<20} {'models':>7} " + " ".join(f"{p:>17}" for p in PHASES) + f" {'process':>8}")
+    print(
+        f"{'side':<20} {'models':>7} " + " ".join(f"{p:>17}" for p in PHASES) + f" {'end':>7} {'process':>8}"
+    )
     for name, r in ours.items():
         cells = " ".join(f"{r[p + '_peak_mb']:7.0f} [{r['first_' + p + '_peak_mb']:7.0f}]" for p in PHASES)
-        print(f"{name:<20} {r['models_rss_mb']:7.0f} {cells} {r['peak_rss_mb']:8.0f}")
+        print(
+            f"{name:<20} {r['models_rss_mb']:7.0f} {cells} {r.get('end_rss_mb', 0):7.0f} {r['peak_rss_mb']:8.0f}"
+        )
 
 
 def phase_summary(results) -> dict:
@@ -638,7 +681,11 @@ def phase_summary(results) -> dict:
     for name, r in results.items():
         if not name.startswith("ours"):
             continue
-        entry = {"models_rss_mb": round(r["models_rss_mb"], 1), "metrics_checksum": r.get("metrics_checksum")}
+        entry = {
+            "models_rss_mb": round(r["models_rss_mb"], 1),
+            "end_rss_mb": round(r.get("end_rss_mb", 0), 1),
+        }
+        entry["metrics_checksum"] = r.get("metrics_checksum")
         for p in PHASES:
             entry[f"{p}_peak_mb"] = round(r[f"{p}_peak_mb"], 1)
             entry[f"first_{p}_peak_mb"] = round(r[f"first_{p}_peak_mb"], 1)
@@ -683,12 +730,6 @@ def main(argv=None) -> int:
         flush=True,
     )
     results = {"ours": run_side(args, "ours", sys.executable)}
-    for label, flags in parse_variants(args.variant):
-        results[f"ours[{label}]"] = run_side(args, "ours", sys.executable, extra=flags)
-    if args.baseline_root:
-        results["ours[baseline]"] = run_side(
-            args, "ours", sys.executable, root=os.path.abspath(args.baseline_root)
-        )
     if not args.skip_trl:
         if not os.path.exists(args.trl_python):
             print(
@@ -698,6 +739,13 @@ def main(argv=None) -> int:
             results["trl"] = run_side(args, "trl", args.trl_python)
             if not args.skip_trl_nogc:
                 results["trl_nogc"] = run_side(args, "trl-nogc", args.trl_python)
+    # after TRL: a long A/B list cannot starve the TRL runs
+    for label, flags in parse_variants(args.variant):
+        results[f"ours[{label}]"] = run_side(args, "ours", sys.executable, extra=flags)
+    if args.baseline_root:
+        results["ours[baseline]"] = run_side(
+            args, "ours", sys.executable, root=os.path.abspath(args.baseline_root)
+        )
     print("\nmedian seconds per iteration (first iteration and peak RSS of each side's process)")
     print(
         f"{'side':<20} {'total':>8} {'generate':>8} {'score':>8} {'train':>8} {'gc':>7} {'first_it':>9} {'rss_mb':>9}"
