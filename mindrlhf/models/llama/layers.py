@@ -52,9 +52,13 @@ class RMSNorm(nn.Cell):
     def construct(self, x):
         shape, dtype = x.shape, x.dtype
         x = rows(x).astype(self.compute_type)
-        variance = ops.mean(ops.square(x), -1, keep_dims=True)
-        x = x * ops.rsqrt(variance + self.eps)
-        return (self.weight.astype(dtype) * x.astype(dtype)).reshape(shape)
+        variance = ops.mean(ops.square(x), -1, keep_dims=True)  # (N, 1)
+        # BroadcastTo + a same-shape Mul: MindSpore's CPU Mul/Add broadcasting a `[N, 1]` column (or, at this
+        # size, an `[H]` row) keeps ~4x its `[N, H]` output as a workspace for the life of the graph (50 column
+        # products on 2 MB: +400 MB); the explicit broadcast keeps nothing (docs/benchmarks.md, "PPO memory").
+        x = x * ops.broadcast_to(ops.rsqrt(variance + self.eps), x.shape)
+        x = x.astype(dtype)
+        return (ops.broadcast_to(self.weight.astype(dtype), x.shape) * x).reshape(shape)  # the weight row too
 
 
 class Embedding(nn.Cell):
