@@ -5,6 +5,9 @@
     python bench/bench_ppo.py --skip-trl --batch 16 --response 64 --hidden 512   # the scaling points
     python bench/bench_ppo.py --smoke        # our side only, tiny model, one iteration (tests/test_bench_smoke.py)
     python bench/bench_ppo.py --skip-trl --profile prof   # + MindSpore's profiler: kernels and kernel time per op type
+    python bench/bench_ppo.py --preset large --threads 1  # the issue-18 shape (H768, 6 layers, V8000, 16 x 64+64)
+    python bench/bench_ppo.py --skip-trl --variant recompute="--recompute full"   # A/B of our side in one run
+    python bench/bench_ppo.py --skip-trl --baseline-root /tmp/base   # A/B against another checkout's mindrlhf
 
 Shape (default): random Llama, vocab 1000, hidden 256, intermediate 688, 4 layers, 4 heads, 2 KV heads; a rollout
 of B=8 prompts x 32 tokens (no padding), exactly N=32 sampled tokens (temperature 1, no top-k/top-p, no EOS
@@ -22,6 +25,10 @@ TRL phases come from wrapping `batch_generation`, `forward` and `gc.collect` ins
 generate = batch_generation; train = first grad-enabled forward to the end of the iteration; score = the rest
 (ref/reward/value forwards, rollout log-probs, GAE); gc = the two gc.collect() calls (in the "as shipped" run;
 the "no gc" run replaces them with no-ops).
+Memory per phase (ours): the kernel's peak-RSS mark (VmHWM) is reset at the start of generation, scoring and
+training (`/proc/self/clear_refs`), so `<phase>_peak_mb` is the highest RSS inside that phase (median over the timed
+iterations; `first_<phase>_peak_mb` is the first iteration's, compiles included) and `models_rss_mb` the RSS once
+the four models and the trainer are built.
 The last line printed is one JSON object (ours_sec_per_iter, trl_sec_per_iter, trl_nogc_sec_per_iter, ...).
 """
 
@@ -52,6 +59,19 @@ DEFAULT = dict(
     response=32,
     mini_batch=8,
 )
+LARGE = dict(  # issue 18: "a shape closer to real use"; intermediate = 688 * 768 / 256
+    vocab=8000,
+    hidden=768,
+    intermediate=2064,
+    layers=6,
+    heads=12,
+    kv_heads=4,
+    batch=16,
+    prompt=64,
+    response=64,
+    mini_batch=16,
+)
+PRESETS = {"tiny": DEFAULT, "large": LARGE}
 SMOKE = dict(
     vocab=64,
     hidden=32,
@@ -69,6 +89,13 @@ SMOKE = dict(
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny model, our side only, 1 iteration, no warm-up")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="tiny",
+        help="shape preset (tiny: the defaults below; large: hidden 768, 6 layers, 12/4 heads, vocab 8000, "
+        "batch 16, prompt 64, response 64, mini-batch 16); explicit shape flags override it",
+    )
     for name, value in DEFAULT.items():
         p.add_argument(
             f"--{name.replace('_', '-')}", dest=name, type=int, default=None, help=f"default {value}"
@@ -77,6 +104,48 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=None, help="untimed first iterations (default 1)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for MindSpore and torch (default 2)")
     p.add_argument("--skip-trl", action="store_true", help="our side only")
+    p.add_argument(
+        "--recompute",
+        choices=["off", "full", "select"],
+        default="off",
+        help="our side: MindFormers recompute_config for the actor and critic (full: recompute: True; "
+        "select: select_recompute: True)",
+    )
+    p.add_argument(
+        "--memory-level",
+        choices=["O0", "O1"],
+        help="our side: mindspore.runtime.set_memory(optimize_level=...)",
+    )
+    p.add_argument(
+        "--jit-level", choices=["O0", "O1"], help="our side: set_context(jit_config={'jit_level': ...})"
+    )
+    p.add_argument("--compile-cache", metavar="DIR", help="our side: MindSpore's compile cache in DIR")
+    p.add_argument(
+        "--trim",
+        action="store_true",
+        help="our side: glibc malloc_trim(0) after each phase (returns freed heap)",
+    )
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment of the side's process (e.g. MALLOC_ARENA_MAX=2 in a --variant)",
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=FLAGS",
+        help='also run our side with these extra flags (e.g. recompute="--recompute full"), in the same run; '
+        "repeatable",
+    )
+    p.add_argument(
+        "--baseline-root",
+        metavar="DIR",
+        help="also run our side importing mindrlhf from DIR (e.g. `git archive <commit> | tar -x -C DIR`): "
+        "an A/B of a code change in one run",
+    )
     p.add_argument(
         "--profile",
         metavar="DIR",
@@ -92,7 +161,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--side", choices=["ours", "trl", "trl-nogc"], help=argparse.SUPPRESS)  # child process
     args = p.parse_args(argv)
-    shape = SMOKE if args.smoke else DEFAULT
+    shape = SMOKE if args.smoke else PRESETS[args.preset]
     for name, value in shape.items():
         if getattr(args, name) is None and name != "intermediate":
             setattr(args, name, value)
@@ -103,6 +172,50 @@ def parse_args(argv=None):
     if args.smoke:
         args.skip_trl = True
     return args
+
+
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0  # kB
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak-RSS mark (VmHWM) to its current RSS; False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class PhaseMemory:
+    """Per-phase memory: `wrap(name, fn)` records, for each call, the RSS at its start and its peak RSS
+    (VmHWM reset at the start, read at the end) into `self.last[name + "_start_mb" / "_peak_mb"]`."""
+
+    def __init__(self, trim: bool = False):
+        self.last = {}
+        self.exact = reset_peak_rss()  # else the peaks are the process's running maximum (ru_maxrss)
+        self.trim = None
+        if trim:
+            import ctypes
+
+            self.trim = ctypes.CDLL("libc.so.6").malloc_trim
+
+    def wrap(self, name, fn):
+        def wrapper(*a, **k):
+            reset_peak_rss()
+            self.last[f"{name}_start_mb"] = _status_mb("VmRSS")
+            out = fn(*a, **k)
+            self.last[f"{name}_peak_mb"] = _status_mb("VmHWM")
+            if self.trim is not None:
+                self.trim(0)
+            return out
+
+        return wrapper
 
 
 def prompts(args, i: int) -> np.ndarray:
@@ -117,6 +230,16 @@ def run_ours(args) -> dict:
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.device_context.cpu.op_tuning.threads_num(args.threads)
+    if args.memory_level:
+        ms.runtime.set_memory(optimize_level=args.memory_level)
+    if args.jit_level:
+        ms.set_context(jit_config={"jit_level": args.jit_level})
+    if args.compile_cache:
+        from mindrlhf.utils.compile_cache import enable_compile_cache
+
+        options = ("threads", "iters", "warmup", "recompute", "memory_level", "jit_level")
+        key = {k: getattr(args, k) for k in (*DEFAULT, *options)}
+        print(f"  compile cache {enable_compile_cache(args.compile_cache, key)}", flush=True)
     compiles = count_compiles()
 
     from mindrlhf.configs.ppo_config import PPOConfig
@@ -135,6 +258,12 @@ def run_ours(args) -> dict:
         n_kv_heads=args.kv_heads,
         vocab_size=args.vocab,
     )
+    if args.recompute != "off":  # MindFormers' recompute_config; the frozen roles run no backward
+        from mindrlhf.models.llama.recompute import RecomputeConfig
+
+        config.recompute_config = RecomputeConfig(
+            recompute=args.recompute == "full", select_recompute=args.recompute == "select"
+        )
     actor, reference = LlamaForCausalLM(config), LlamaForCausalLM(config)
     for (_, a), (_, r) in zip(actor.parameters_and_names(), reference.parameters_and_names()):
         r.set_data(Tensor(a.asnumpy()))
@@ -187,6 +316,11 @@ def run_ours(args) -> dict:
             pad_token_id=0,
             save_dir=tmp,
         )
+        memory = PhaseMemory(trim=args.trim)
+        trainer._generate = memory.wrap("generate", trainer._generate)
+        trainer._score = memory.wrap("score", trainer._score)
+        train_step = memory.wrap("train", trainer.train_step)
+        models_rss = _status_mb("VmRSS")
         rows = []
         profiler = None
         for i in range(iterations):
@@ -195,7 +329,7 @@ def run_ours(args) -> dict:
             start = time.perf_counter()
             exp = trainer.make_experience(trainer.dataset.batch(i))
             t_exp = time.perf_counter()
-            metrics = trainer.train_step(exp)
+            metrics = train_step(exp)
             end = time.perf_counter()
             trainer.iteration += 1
             assert exp.response_mask.sum() == b * n, "a response stopped early: EOS must be off"
@@ -207,6 +341,7 @@ def run_ours(args) -> dict:
                     "advantages": trainer.timings["advantages"],
                     "train": end - t_exp,
                     "compiled_graphs": len(compiles),
+                    **{k: v for k, v in memory.last.items() if k.endswith("_peak_mb")},
                 }
             )
             print(
@@ -217,7 +352,17 @@ def run_ours(args) -> dict:
                 flush=True,
             )
         assert all(np.isfinite(v) for v in metrics.values())
-    result = summarise(rows, args.warmup, peak_rss_mb())
+        # Same seed, same graphs -> the same numbers: compares a warm compile cache (or any A/B) with the cold run.
+        checksum = float(sum(v for k, v in sorted(metrics.items()) if not k.startswith("time/")))
+    # ru_maxrss follows VmHWM, which the phase records reset: the process peak is the highest phase peak.
+    peak = max([peak_rss_mb(), models_rss] + [r[f"{p}_peak_mb"] for r in rows for p in PHASES])
+    result = summarise(rows, args.warmup, peak)
+    result["models_rss_mb"] = models_rss
+    result["end_rss_mb"] = _status_mb("VmRSS")  # what stays allocated between iterations
+    result["metrics_checksum"] = checksum
+    result["phase_peaks_exact"] = memory.exact
+    for phase in ("generate", "score", "train"):
+        result[f"first_{phase}_peak_mb"] = rows[0][f"{phase}_peak_mb"]
     if profiler is not None:
         profiler.stop()
         profiler.analyse()
@@ -406,7 +551,8 @@ def run_trl(args, keep_gc: bool) -> dict:
 # ---------------------------------------------------------------------------------------------------- driver
 
 
-def run_side(args, side: str, python: str) -> dict:
+def run_side(args, side: str, python: str, extra=(), root: str = ROOT) -> dict:
+    """Run one side in its own process (`extra`: more flags for it; `root`: where it imports mindrlhf from)."""
     argv = [
         python,
         os.path.abspath(__file__),
@@ -425,13 +571,33 @@ def run_side(args, side: str, python: str) -> dict:
         argv.append("--smoke")
     if args.profile and side == "ours":
         argv += ["--profile", os.path.abspath(args.profile)]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=ROOT, TOKENIZERS_PARALLELISM="false")
+    if side == "ours":
+        argv += ["--recompute", getattr(args, "recompute", "off")]
+        if getattr(args, "memory_level", None):
+            argv += ["--memory-level", args.memory_level]
+        if getattr(args, "jit_level", None):
+            argv += ["--jit-level", args.jit_level]
+        if getattr(args, "compile_cache", None):
+            argv += ["--compile-cache", os.path.abspath(args.compile_cache)]
+    if getattr(args, "trim", False) and side == "ours":
+        argv.append("--trim")
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=root, TOKENIZERS_PARALLELISM="false")
+    extra, pairs = list(extra), list(getattr(args, "env", []))
+    while (
+        "--env" in extra
+    ):  # a variant's --env KEY=VALUE sets the child's environment (read at process start)
+        i = extra.index("--env")
+        pairs.append(extra[i + 1])
+        del extra[i : i + 2]
+    env.update(pair.split("=", 1) for pair in pairs)
+    argv += extra
     proc = subprocess.run(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     lines = proc.stdout.strip().splitlines()
     for line in lines[:-1]:
         print(line, flush=True)
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"{side} side failed (exit {proc.returncode}); see its output above")
+    print(f"  {side} done: {lines[-1]}", flush=True)  # each side's figures as soon as it ends
     return json.loads(lines[-1])
 
 
@@ -441,10 +607,68 @@ def setup_trl() -> None:
     subprocess.run([os.path.join(TRL_VENV, "bin", "pip"), "install", *TRL_REQUIREMENTS], check=True)
 
 
+def parse_variants(specs):
+    """`["recompute=--recompute full", ...]` -> `[("recompute", ["--recompute", "full"]), ...]`."""
+    import shlex
+
+    out = []
+    for spec in specs:
+        label, sep, flags = spec.partition("=")
+        if not sep or not label:
+            raise SystemExit(f"--variant {spec!r}: expected LABEL=FLAGS, e.g. recompute='--recompute full'")
+        out.append((label, shlex.split(flags)))
+    return out
+
+
+PHASES = ("generate", "score", "train")
+
+
+def print_phase_memory(results) -> None:
+    ours = {k: r for k, r in results.items() if k.startswith("ours")}
+    print("\nour side's memory (MB): RSS once the models are built; peak RSS inside each phase, steady state")
+    print("(median of the timed iterations) and [first iteration, compiles included]")
+    print(
+        f"{'side':<20} {'models':>7} " + " ".join(f"{p:>17}" for p in PHASES) + f" {'end':>7} {'process':>8}"
+    )
+    for name, r in ours.items():
+        cells = " ".join(f"{r[p + '_peak_mb']:7.0f} [{r['first_' + p + '_peak_mb']:7.0f}]" for p in PHASES)
+        print(
+            f"{name:<20} {r['models_rss_mb']:7.0f} {cells} {r.get('end_rss_mb', 0):7.0f} {r['peak_rss_mb']:8.0f}"
+        )
+
+
+def phase_summary(results) -> dict:
+    """Per-phase seconds and peak RSS of our side and of each A/B variant, for the JSON line."""
+    out = {}
+    for name, r in results.items():
+        if not name.startswith("ours"):
+            continue
+        entry = {
+            "models_rss_mb": round(r["models_rss_mb"], 1),
+            "end_rss_mb": round(r.get("end_rss_mb", 0), 1),
+        }
+        entry["metrics_checksum"] = r.get("metrics_checksum")
+        for p in PHASES:
+            entry[f"{p}_peak_mb"] = round(r[f"{p}_peak_mb"], 1)
+            entry[f"first_{p}_peak_mb"] = round(r[f"first_{p}_peak_mb"], 1)
+        if name == "ours":
+            out["ours_memory"] = entry
+            continue
+        entry.update(
+            sec_per_iter=round(r["total"], 4),
+            **{f"{p}_sec": round(r[p], 4) for p in PHASES},
+            peak_rss_mb=round(r["peak_rss_mb"], 1),
+            first_iter_sec=round(r["first_iter"], 2),
+            compiled_graphs=r["compiled_graphs"],
+        )
+        out.setdefault("variants", {})[name[5:-1]] = entry
+    return out
+
+
 def fmt_row(name, r):
     gc = f"{r['gc']:7.3f}" if "gc" in r else "      -"
     return (
-        f"{name:<14} {r['total']:8.3f} {r['generate']:8.3f} {r['score']:8.3f} {r['train']:8.3f} {gc} "
+        f"{name:<20} {r['total']:8.3f} {r['generate']:8.3f} {r['score']:8.3f} {r['train']:8.3f} {gc} "
         f"{r['first_iter']:9.2f} {r['peak_rss_mb']:9.0f}"
     )
 
@@ -477,12 +701,20 @@ def main(argv=None) -> int:
             results["trl"] = run_side(args, "trl", args.trl_python)
             if not args.skip_trl_nogc:
                 results["trl_nogc"] = run_side(args, "trl-nogc", args.trl_python)
+    # after TRL: a long A/B list cannot starve the TRL runs
+    for label, flags in parse_variants(args.variant):
+        results[f"ours[{label}]"] = run_side(args, "ours", sys.executable, extra=flags)
+    if args.baseline_root:
+        results["ours[baseline]"] = run_side(
+            args, "ours", sys.executable, root=os.path.abspath(args.baseline_root)
+        )
     print("\nmedian seconds per iteration (first iteration and peak RSS of each side's process)")
     print(
-        f"{'side':<14} {'total':>8} {'generate':>8} {'score':>8} {'train':>8} {'gc':>7} {'first_it':>9} {'rss_mb':>9}"
+        f"{'side':<20} {'total':>8} {'generate':>8} {'score':>8} {'train':>8} {'gc':>7} {'first_it':>9} {'rss_mb':>9}"
     )
     for name, r in results.items():
         print(fmt_row(name, r))
+    print_phase_memory(results)
     ours = results["ours"]
     summary = {
         "ours_sec_per_iter": round(ours["total"], 4),
@@ -515,6 +747,7 @@ def main(argv=None) -> int:
         summary["trl_nogc_sec_per_iter"] = round(results["trl_nogc"]["total"], 4)
         summary["trl_nogc_peak_rss_mb"] = round(results["trl_nogc"]["peak_rss_mb"], 1)
         summary["speedup_vs_trl_nogc"] = round(results["trl_nogc"]["total"] / ours["total"], 2)
+    summary.update(phase_summary(results))
     summary.update(
         shape={k: getattr(args, k) for k in DEFAULT},
         threads=args.threads,

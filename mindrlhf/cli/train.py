@@ -26,6 +26,7 @@ import sys
 from typing import Dict, List, Optional, Tuple
 
 from mindrlhf.cli import common
+from mindrlhf.utils.compile_cache import DEFAULT_ROOT, use_compile_cache
 
 PROG = "train.py"
 
@@ -60,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--stop_after", type=int, default=None, help="stop (with a checkpoint) after this many iterations"
+    )
+    parser.add_argument(
+        "--compile_cache",
+        default=os.environ.get("MINDRLHF_COMPILE_CACHE", DEFAULT_ROOT),
+        help=f"MindSpore compile cache root (default $MINDRLHF_COMPILE_CACHE or {DEFAULT_ROOT}; 'off' disables): a "
+        "later run with the same configs and code loads its compiled graphs instead of compiling them",
     )
     return parser
 
@@ -292,6 +299,10 @@ def train(args, dist, loaded, parallel) -> int:
     ppo, sft_run, reward_run = loaded["ppo"], loaded["sft_run"], loaded["reward_run"]
     set_parallel_context(parallel, dist.world_size)
     common.set_context(sft_run, dist.device_target, ppo.seed)
+    use_compile_cache(args.compile_cache, {
+        "ppo": ppo.to_dict(), "sft": sft_run.raw, "reward": reward_run.raw if reward_run else None,
+        "world": dist.world_size, "rank": dist.rank, "device": dist.device_target, "parallel": repr(parallel),
+    })  # fmt: skip
     sft_params = loaded.get("sft_params")
     actor = build_from_run_config(sft_run, "causal_lm", params=sft_params)
     reference = reward = critic = None  # built only when used

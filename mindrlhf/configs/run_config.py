@@ -15,6 +15,7 @@ import yaml
 
 from mindrlhf.configs.loader import ConfigError, get_section, load_yaml
 from mindrlhf.models.llama.config import LlamaConfig
+from mindrlhf.models.llama.recompute import RecomputeConfig
 from mindrlhf.utils.io import atomic_write
 
 MODEL_SECTION = "model.model_config"
@@ -70,6 +71,7 @@ def load_run_config(path: str) -> RunConfig:
         if name not in section:
             raise ConfigError("required field is missing", path, f"{MODEL_SECTION}.{name}")
     config = LlamaConfig.from_dict(section, source=path, prefix=MODEL_SECTION)
+    config.recompute_config = RecomputeConfig.from_run_yaml(raw, path)  # top-level, beside model_config
     pet = section.get("pet_config")
     if pet:
         kind = pet.get("pet_type", "?") if isinstance(pet, dict) else pet
@@ -88,6 +90,7 @@ def run_yaml_dict(config: LlamaConfig, checkpoint: str = "", device_target: str 
     model_config = {"type": "LlamaConfig"}
     model_config.update({k: v for k, v in config.to_dict().items() if v is not None})
     model_config["checkpoint_name_or_path"] = checkpoint
+    recompute = {"recompute_config": config.recompute_config.to_dict()} if config.recompute_config else {}
     return {
         "seed": 0,
         "run_mode": "train",
@@ -114,6 +117,7 @@ def run_yaml_dict(config: LlamaConfig, checkpoint: str = "", device_target: str 
             "use_clip_grad": True,
         },
         "model": {"model_config": model_config, "arch": {"type": "LlamaForCausalLM"}},
+        **recompute,
     }
 
 

@@ -128,7 +128,7 @@ class CriticFreeActorLoss(nn.Cell):
         tokens = ops.stop_gradient(response_mask.astype(ms.float32).sum())
         rows = ops.ones((), ms.float32) * response_mask.shape[0]
         loss_weight = tokens if self.loss_weighted_by_tokens else rows
-        logprobs, logits = self.logprobs(sequences, attention_mask)
+        logprobs, token_entropy = self.logprobs.with_entropy(sequences, attention_mask)
         pg_loss, clipfrac, low, high, approx_kl = self.policy_loss(
             logprobs, old_logprobs, advantages, response_mask
         )
@@ -140,8 +140,7 @@ class CriticFreeActorLoss(nn.Cell):
                 self.policy_loss.aggregation(kl_in_loss(logprobs, ref_logprobs), response_mask), loss_weight
             )
             loss = loss + self.beta * kl
-        entropy = losses.masked_mean(losses.entropy_from_logits(logits, self.temperature), response_mask)
-        entropy = self.global_mean(entropy, tokens)
+        entropy = self.global_mean(losses.masked_mean(token_entropy, response_mask), tokens)
         if self.entropy_coef > 0:
             loss = loss - self.entropy_coef * entropy
         diff = ops.abs(ops.stop_gradient(logprobs) - old_logprobs) * response_mask

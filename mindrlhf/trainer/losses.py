@@ -7,7 +7,7 @@ temperature, ...) are Python floats, i.e. graph constants under `ms.jit`.
 
 Shapes: B = batch, T = positions, V = vocabulary; masks are 1 on positions that count. All math runs in float32.
 Notes for the CPU build: `mint.logsumexp` and `mint.nn.functional.log_softmax` have no CPU kernel, so the
-`ops` versions are used; CPU `exp` is accurate to about 4e-6 relative (numpy float32: 2e-7).
+`ops.log_softmax` kernel is used (one shared by log-probs and entropy: `_log_softmax_rows`); CPU `exp` is accurate to about 4e-6 relative (numpy float32: 2e-7).
 """
 
 from __future__ import annotations
@@ -41,26 +41,42 @@ def masked_mean(x: Tensor, mask: Tensor, axis: Optional[int] = None) -> Tensor:
     return mint.sum(x * mask, dim=axis) / mint.clamp(mint.sum(mask, dim=axis), min=1.0)
 
 
+def _log_softmax_rows(logits: Tensor, temperature: float) -> Tensor:
+    """log softmax(logits / temperature) over the `[B*T, V]` view, float32: ONE LogSoftmax kernel.
+
+    Memory (docs/benchmarks.md, "PPO memory"): `z[label] - logsumexp(z)` looked cheaper but `ops.logsumexp` is
+    max, a broadcasting `z - max`, exp, sum, log; on the CPU build that broadcasting Sub keeps ~4x its `[B*T, V]`
+    output as workspace for the life of the graph, and the entropy then took its own log-softmax. With one
+    log-softmax shared by the gather and the entropy, a logprob+entropy backward over `[1024, 8000]` logits grew
+    RSS by 165 MB instead of 487 MB. CPU reductions over 3-D tensors are ~20x slower: hence the 2-D view.
+    """
+    z = rows(logits).astype(ms.float32)
+    if temperature != 1.0:
+        z = z / temperature
+    return ops.log_softmax(z, -1)
+
+
 def gather_logprobs(logits: Tensor, labels: Tensor, temperature: float = 1.0) -> Tensor:
     """log softmax(logits / temperature)[labels] in float32. logits: [B, T, V], labels: [B, T] int -> [B, T].
 
-    Computed as z[label] - logsumexp(z), which never materialises the full [B, T, V] log-softmax output.
     Pass the sampling temperature so the log-probs are those of the distribution that was sampled.
     """
-    z = rows(logits).astype(ms.float32)  # (B*T, V): CPU reductions over a 3-D tensor are ~20x slower
-    if temperature != 1.0:
-        z = z / temperature
-    picked = mint.gather(z, -1, labels.astype(ms.int64).reshape(-1, 1)).squeeze(-1)
-    return (picked - ops.logsumexp(z, -1)).reshape(labels.shape)
+    logp = _log_softmax_rows(logits, temperature)  # (B*T, V)
+    return mint.gather(logp, -1, labels.astype(ms.int64).reshape(-1, 1)).reshape(labels.shape)
 
 
 def entropy_from_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:
     """Entropy of softmax(logits / temperature): -sum p log p. logits: [B, T, V] -> [B, T] float32."""
-    z = rows(logits).astype(ms.float32)  # (B*T, V), see gather_logprobs
-    if temperature != 1.0:
-        z = z / temperature
-    logp = ops.log_softmax(z, -1)
+    logp = _log_softmax_rows(logits, temperature)
     return -mint.sum(mint.exp(logp) * logp, dim=-1).reshape(logits.shape[:-1])
+
+
+def logprobs_and_entropy(logits: Tensor, labels: Tensor, temperature: float = 1.0) -> Tuple[Tensor, Tensor]:
+    """`(gather_logprobs(...), entropy_from_logits(...))` from one shared log-softmax: `[B, T]` each, float32."""
+    logp = _log_softmax_rows(logits, temperature)  # (B*T, V)
+    picked = mint.gather(logp, -1, labels.astype(ms.int64).reshape(-1, 1)).reshape(labels.shape)
+    entropy = -mint.sum(mint.exp(logp) * logp, dim=-1).reshape(labels.shape)
+    return picked, entropy
 
 
 def policy_loss(

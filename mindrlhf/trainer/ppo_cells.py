@@ -23,11 +23,20 @@ class ResponseLogprobs(nn.Cell):
         self.p = prompt_length
         self.temperature = float(temperature)
 
-    def construct(self, sequences, attention_mask):
+    def response_logits(self, sequences, attention_mask):
         hidden = self.model.model(sequences, attention_mask)  # (B, P+N, H)
-        logits = self.model.lm_head(hidden[:, self.p - 1 : -1]).astype(ms.float32)  # (B, N, V)
+        return self.model.lm_head(hidden[:, self.p - 1 : -1]).astype(ms.float32)  # (B, N, V)
+
+    def construct(self, sequences, attention_mask):
+        logits = self.response_logits(sequences, attention_mask)
         logprobs = losses.gather_logprobs(logits, sequences[:, self.p :], self.temperature)
         return logprobs, logits
+
+    def with_entropy(self, sequences, attention_mask):
+        """(log-probs `[B, N]`, entropy `[B, N]`) from one log-softmax over the response logits (the loss cells':
+        no second `[B, N, V]` pass for the entropy)."""
+        logits = self.response_logits(sequences, attention_mask)
+        return losses.logprobs_and_entropy(logits, sequences[:, self.p :], self.temperature)
 
 
 class ResponseValues(nn.Cell):
@@ -99,13 +108,12 @@ class ActorLoss(nn.Cell):
         loss_mask,
     ):
         tokens = ops.stop_gradient(response_mask.astype(ms.float32).sum())
-        logprobs, logits = self.logprobs(sequences, attention_mask)
+        logprobs, token_entropy = self.logprobs.with_entropy(sequences, attention_mask)
         pg_loss, clipfrac, approx_kl = losses.policy_loss(
             logprobs, old_logprobs, advantages, response_mask, self.cliprange
         )
         pg_loss = self.global_mean(pg_loss, tokens)
-        entropy = losses.masked_mean(losses.entropy_from_logits(logits, self.temperature), response_mask)
-        entropy = self.global_mean(entropy, tokens)
+        entropy = self.global_mean(losses.masked_mean(token_entropy, response_mask), tokens)
         loss = pg_loss
         if self.entropy_coef > 0:  # a graph constant: no entropy backward over [B, N, V] when unused
             loss = loss - self.entropy_coef * entropy

@@ -41,6 +41,7 @@ from mindrlhf.trainer.reward_sources import RewardSources, contains_eos
 from mindrlhf.trainer.score_guard import NonFiniteScores
 from mindrlhf.trainer.train_step import build_train_step
 from mindrlhf.utils import signals
+from mindrlhf.utils.memory import release_freed_heap
 from mindrlhf.utils.metrics import MetricsWriter
 from mindrlhf.utils.run_state import load_run_state, save_run_state
 
@@ -188,9 +189,11 @@ class PPOTrainer:
         g = self.config.num_generations
         batch = {k: np.repeat(v, g, axis=0) for k, v in batch.items()} if g > 1 else batch  # rows contiguous
         sequences, response_mask, old_logprobs = self._generate(batch)  # 1. generate
+        release_freed_heap()  # what compiles and buffers freed goes back to the OS (utils/memory.py)
         attention_mask = np.concatenate([batch["prompt_mask"], response_mask], 1).astype(np.int32)
         t1 = time.perf_counter()
         rm_scores, ref_logprobs, values = self._score(sequences, attention_mask)  # 2. score
+        release_freed_heap()
         p = self.config.max_prompt_length
         has_eos = contains_eos(sequences[:, p:], response_mask, self.eos_token_id)
         scores, reward_metrics = self.rewards(batch, sequences, response_mask, rm_scores, has_eos)
@@ -250,6 +253,7 @@ class PPOTrainer:
                 first = first or a  # logprob_diff: before any update, rollout and training log-probs agree
                 for key, value in row.items():
                     sums.setdefault(key, []).append(float(value))
+        release_freed_heap()
         out = {k: float(np.mean(v)) for k, v in sums.items()}
         out["ppo/logprob_diff/max"] = first["logprob_diff_max"]
         out["ppo/logprob_diff/mean"] = first["logprob_diff_mean"]

@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, Dict, Optional, Union
 
 from mindrlhf.configs.loader import ConfigError, dataclass_from_dict
+from mindrlhf.models.llama.recompute import RecomputeConfig
 from mindrlhf.models.llama.rope import check_scaling_factor, normalize_extend_method
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -59,6 +60,9 @@ class LlamaConfig:
     top_p: float = 1.0
     do_sample: bool = False
     repetition_penalty: float = 1.0
+    # The run YAML's top-level `recompute_config` (MindFormers keeps it beside model_config, not in it):
+    # set by `load_run_config`, applied to the decoder layers by LlamaModel; not a model_config key.
+    recompute_config: Optional[RecomputeConfig] = dataclasses.field(default=None, init=False, compare=False)
 
     def __post_init__(self):
         for name in (
@@ -165,6 +169,7 @@ class LlamaConfig:
         """The fields as a dict; `head_dim` is left out when it is the default hidden_size/num_heads, so a
         config rebuilt from the dict (or a YAML written from it) follows a changed hidden_size."""
         out = dataclasses.asdict(self)
+        del out["recompute_config"]  # a top-level section of the run YAML (`run_yaml_dict` writes it there)
         if not self._explicit_head_dim:
             del out["head_dim"]
         return out

@@ -52,9 +52,13 @@ class RMSNorm(nn.Cell):
     def construct(self, x):
         shape, dtype = x.shape, x.dtype
         x = rows(x).astype(self.compute_type)
-        variance = ops.mean(ops.square(x), -1, keep_dims=True)
-        x = x * ops.rsqrt(variance + self.eps)
-        return (self.weight.astype(dtype) * x.astype(dtype)).reshape(shape)
+        variance = ops.mean(ops.square(x), -1, keep_dims=True)  # (N, 1)
+        # BroadcastTo + a same-shape Mul: MindSpore's CPU Mul/Add broadcasting a `[N, 1]` column (or, at this
+        # size, an `[H]` row) keeps ~4x its `[N, H]` output as a workspace for the life of the graph (50 column
+        # products on 2 MB: +400 MB); the explicit broadcast keeps nothing (docs/benchmarks.md, "PPO memory").
+        x = x * ops.broadcast_to(ops.rsqrt(variance + self.eps), x.shape)
+        x = x.astype(dtype)
+        return (ops.broadcast_to(self.weight.astype(dtype), x.shape) * x).reshape(shape)  # the weight row too
 
 
 class Embedding(nn.Cell):
@@ -130,7 +134,6 @@ class LlamaAttention(nn.Cell):
         h, hd = config.hidden_size, config.head_dim
         self.n_heads = config.num_heads
         self.n_kv_heads = config.num_kv_heads
-        self.n_rep = self.n_heads // self.n_kv_heads
         self.head_dim = hd
         cd, pd = config.compute_dtype, config.param_init_type
         bias = config.qkv_has_bias  # Qwen2: q/k/v carry a bias, wo does not
@@ -138,11 +141,15 @@ class LlamaAttention(nn.Cell):
         self.wk = Linear(h, self.n_kv_heads * hd, cd, pd, has_bias=bias)
         self.wv = Linear(h, self.n_kv_heads * hd, cd, pd, has_bias=bias)
         self.wo = Linear(self.n_heads * hd, h, cd, pd)
-        self.scale = 1.0 / float(np.sqrt(hd))
-        self.softmax_dtype = ms_dtype(config.softmax_compute_type)
         self.compute_dtype = ms_dtype(config.compute_dtype)
+        # The two attention matmuls stay attributes of this cell (shard strategies name `attention.bmm_t`); the
+        # core cell calls the same primitives.
         self.bmm = ops.BatchMatMul()
         self.bmm_t = ops.BatchMatMul(transpose_b=True)
+        self.core = CoreAttention(
+            self.n_heads, self.n_kv_heads, hd, ms_dtype(config.softmax_compute_type), self.compute_dtype,
+            self.bmm, self.bmm_t,
+        )  # fmt: skip
         self.scatter = ops.ScatterNdUpdate()
 
     def construct(self, x, rope, mask_bias, k_cache=None, v_cache=None, cache_index=None):
@@ -160,6 +167,29 @@ class LlamaAttention(nn.Cell):
                 self.compute_dtype
             )  # (B, nkv, S, hd)
             v = self.scatter(v_cache, cache_index, v.astype(v_cache.dtype)).astype(self.compute_dtype)
+        out = self.core(q, k, v, mask_bias)  # (B, nh, T, hd)
+        out = out.transpose(0, 2, 1, 3).reshape(bsz, t, self.n_heads * self.head_dim)
+        return self.wo(out)
+
+
+class CoreAttention(nn.Cell):
+    """softmax(q k^T / sqrt(hd) + mask_bias) v for GQA: q `[B, nh, T, hd]`, k/v `[B, nkv, S, hd]` -> `[B, nh, T, hd]`.
+
+    A cell of its own (no parameters) so that MindFormers' `select_recompute` can recompute exactly the `[B, nh,
+    T, S]` scores and probabilities in backward instead of keeping them (`recompute.py`).
+    """
+
+    def __init__(self, n_heads, n_kv_heads, head_dim, softmax_dtype, compute_dtype, bmm=None, bmm_t=None):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        self.n_rep = n_heads // n_kv_heads
+        self.scale = 1.0 / float(np.sqrt(head_dim))
+        self.softmax_dtype, self.compute_dtype = softmax_dtype, compute_dtype
+        self.bmm = bmm or ops.BatchMatMul()  # probs @ v
+        self.bmm_t = bmm_t or ops.BatchMatMul(transpose_b=True)  # q @ k^T
+
+    def construct(self, q, k, v, mask_bias):
+        bsz, _, t, _ = q.shape
         s = k.shape[2]
         # GQA without copying K/V: the n_rep query heads of one kv head are stacked along the query axis.
         q = q.reshape(bsz, self.n_kv_heads, self.n_rep * t, self.head_dim)  # (B, nkv, rep*T, hd)
@@ -167,9 +197,7 @@ class LlamaAttention(nn.Cell):
         scores = scores.astype(self.softmax_dtype) * self.scale + mask_bias.astype(self.softmax_dtype)
         probs = ops.softmax(rows(scores), -1).astype(self.compute_dtype)  # 2-D: see `rows`
         probs = probs.reshape(bsz, self.n_kv_heads, self.n_rep * t, s)
-        out = self.bmm(probs, v).reshape(bsz, self.n_heads, t, self.head_dim)  # (B, nh, T, hd)
-        out = out.transpose(0, 2, 1, 3).reshape(bsz, t, self.n_heads * self.head_dim)
-        return self.wo(out)
+        return self.bmm(probs, v).reshape(bsz, self.n_heads, t, self.head_dim)  # (B, nh, T, hd)
 
 
 class LlamaFeedForward(nn.Cell):

@@ -45,6 +45,7 @@ from mindrlhf.models.llama.layers import (
     mask_value,
     ms_dtype,
 )
+from mindrlhf.models.llama.recompute import apply_recompute
 
 
 def llama_param_shapes(config: LlamaConfig, prefix: str = "model.") -> Dict[str, Tuple[int, ...]]:
@@ -119,8 +120,13 @@ class LlamaModel(nn.Cell):
         self.config = config
         self.num_layers = config.num_layers
         self.n_kv_heads = config.num_kv_heads
+        self.num_heads = config.num_heads
         self.tok_embeddings = Embedding(config.vocab_size, config.hidden_size, config.param_init_type)
         self.layers = nn.CellList([LlamaDecoderLayer(config) for _ in range(config.num_layers)])
+        # MindFormers' recompute_config: only graphs with a backward (actor / critic / SFT / RM steps) change.
+        self.recompute_applied = apply_recompute(
+            self.layers, config.recompute_config, attention_of=lambda layer: layer.attention.core
+        )
         self.norm_out = RMSNorm(
             config.hidden_size, config.rms_norm_eps, config.layernorm_compute_type, config.param_init_type
         )
@@ -157,6 +163,9 @@ class LlamaModel(nn.Cell):
         mask_bias = ops.select(
             allowed, ops.zeros((), ms.float32), ops.full((), self.mask_value, dtype=ms.float32)
         )
+        # Broadcast once here, not in each layer's `scores + mask_bias`: MindSpore's CPU broadcasting Add keeps
+        # ~4x its output as a workspace per kernel (docs/benchmarks.md), a same-shape Add does not.
+        mask_bias = ops.broadcast_to(mask_bias, (bsz, self.num_heads, t, s))  # (B, nh, T, S)
         rope = self.rotary(position_ids)  # (cos, sin) or, for one new token, (rotation matrices,)
         cache_index = None
         if use_cache:

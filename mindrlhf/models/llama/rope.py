@@ -153,4 +153,6 @@ def apply_rope(x, rope):
         bsz, n, _, hd = x.shape
         return ops.bmm(x.reshape(bsz, n, hd), rope[0].astype(x.dtype)).reshape(bsz, n, 1, hd)
     cos, sin = rope
-    return x * cos.astype(x.dtype) + rotate_half(x) * sin.astype(x.dtype)
+    # Explicit broadcasts over the heads: a broadcasting CPU Mul can keep ~4x its output (layers.RMSNorm).
+    cos, sin = ops.broadcast_to(cos.astype(x.dtype), x.shape), ops.broadcast_to(sin.astype(x.dtype), x.shape)
+    return x * cos + rotate_half(x) * sin
