@@ -336,9 +336,10 @@ def train(args, dist, loaded, parallel) -> int:
         if args.resume:
             trainer.resume(args.resume)
         metrics = trainer.train(stop_after=args.stop_after)
+        kl = metrics.get("objective/kl")  # absent without a reference model (beta = init_kl_coef = 0)
         common.logger.info(
-            "done: %d iterations, last mean score %.4f, KL %.4f; outputs in %s", trainer.iteration,
-            metrics.get("env/score_mean", float("nan")), metrics.get("objective/kl", float("nan")), args.save_dir,
+            "done: %d iterations, last mean score %.4f%s; outputs in %s", trainer.iteration,
+            metrics.get("env/score_mean", float("nan")), "" if kl is None else f", KL {kl:.4f}", args.save_dir,
         )  # fmt: skip
 
     return common.run_training(PROG, trainer, run, args.save_dir)
