@@ -12,5 +12,5 @@ python -m ruff format --check .
 # Two worker processes (pytest-xdist; MINDRLHF_TEST_WORKERS=0 runs in one): most tests spend their time compiling
 # graphs on one core. --dist loadscope keeps a module's tests (and its module fixtures) in one worker.
 WORKERS="${MINDRLHF_TEST_WORKERS:-2}"
-if [ "$WORKERS" = "0" ]; then exec python -m pytest "$@"; fi
-exec python -m pytest -n "$WORKERS" --dist loadscope "$@"
+if [ "$WORKERS" = "0" ]; then exec python -m pytest --durations=15 "$@"; fi
+exec python -m pytest -n "$WORKERS" --dist loadscope --durations=15 "$@"
