@@ -52,9 +52,12 @@ def test_sigint_after_a_graph_ran_reaches_our_handler_and_a_second_one_stops_at_
         print("not reached", flush=True)
         """,
     )
-    assert proc.returncode == 130, proc.stderr[-3000:]
+    # The second Ctrl-C may land while MindSpore's C handler holds SIGINT and come back as SIGTERM (module doc of
+    # mindrlhf.utils.signals): either way the process leaves at once, with that signal's exit code.
+    assert proc.returncode in (130, 143), proc.stderr[-3000:]
     assert "first handled SIGINT (Ctrl-C)" in proc.stdout and "not reached" not in proc.stdout
-    assert "SIGINT (Ctrl-C) again: stopping now, without a checkpoint" in proc.stderr
+    name = "SIGINT (Ctrl-C)" if proc.returncode == 130 else "SIGTERM"
+    assert f"{name} again: stopping now, without a checkpoint" in proc.stderr
 
 
 def _start(inputs, save_dir, *extra):  # noqa: F811
