@@ -132,3 +132,22 @@ def test_sft_stops_at_the_next_step_with_a_checkpoint_when_a_signal_comes(tmp_pa
     assert trainer.step == 3 and trainer.total_steps == 12
     assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_000003"
     assert not (tmp_path / "model.ckpt").exists()  # stopped early: not exported
+
+
+def test_a_signal_from_an_earlier_run_does_not_stop_a_later_one():
+    """After uninstall() the exit code of the stopped run stays readable, but a later trainer in the same process
+    (a notebook, a test suite) running without the handlers is not stopped by it."""
+    from mindrlhf.utils import signals
+
+    signals.install()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert signals.stop_requested() and signals.exit_code() == 143
+    finally:
+        signals.uninstall()
+    assert signals.exit_code() == 143 and not signals.stop_requested()
+    signals.install()  # a new run starts clean
+    try:
+        assert not signals.stop_requested() and signals.exit_code() is None
+    finally:
+        signals.uninstall()

@@ -62,9 +62,14 @@ def uninstall() -> None:
 
 
 def stop_requested() -> bool:
-    """True once a signal asked to stop; a safe point to call it. Re-arms our SIGINT handler (see module doc)."""
-    if _installed:
-        signal.signal(signal.SIGINT, _handle)
+    """True once a signal asked to stop; a safe point to call it. Re-arms our SIGINT handler (see module doc).
+
+    Always False while not installed: a signal handled during an earlier run in this process (which keeps its
+    `exit_code()` after `uninstall()`) must not stop a later trainer that runs without the handlers.
+    """
+    if not _installed:
+        return False
+    signal.signal(signal.SIGINT, _handle)
     return _received is not None
 
 
