@@ -64,6 +64,24 @@ def summarise(rows: List[Mapping[str, float]], warmup: int, rss: float) -> dict:
     return out
 
 
+def side_argv(side: str, args, shape: Sequence[str]) -> List[str]:
+    """The flags every bench passes to one side's child: side, threads, iterations, warm-up, and the shape fields
+    named in `shape` (attributes of `args`, as `--kv-heads` style flags)."""
+    argv = [
+        "--side",
+        side,
+        "--threads",
+        str(args.threads),
+        "--iters",
+        str(args.iters),
+        "--warmup",
+        str(args.warmup),
+    ]
+    for name in shape:
+        argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    return argv
+
+
 def run_child(script: str, python: str, argv: Sequence[str], threads: int) -> dict:
     """Run `python script *argv` from the repository root with `threads` OpenMP threads; echo its output but the
     last line, and return that last line parsed as JSON. Raises RuntimeError naming the side when it fails."""

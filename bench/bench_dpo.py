@@ -40,6 +40,7 @@ from _common import (  # noqa: E402
     peak_rss_mb,
     print_medians,
     run_child,
+    side_argv,
     side_fields,
     speedup,
     summarise,
@@ -217,18 +218,7 @@ def run_trl(args) -> dict:
 
 # ---------------------------------------------------------------------------------------------------- driver
 def run_side(args, side: str, python: str) -> dict:
-    argv = [
-        "--side",
-        side,
-        "--threads",
-        str(args.threads),
-        "--iters",
-        str(args.iters),
-        "--warmup",
-        str(args.warmup),
-    ]
-    for name in DEFAULT:
-        argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    argv = side_argv(side, args, DEFAULT)
     return run_child(__file__, python, argv, args.threads)
 
 

@@ -41,6 +41,7 @@ from _common import (  # noqa: E402
     peak_rss_mb,
     print_medians,
     run_child,
+    side_argv,
     side_fields,
     speedup,
     summarise,
@@ -258,17 +259,7 @@ def run_trl(args) -> dict:
 
 # ---------------------------------------------------------------------------------------------------- driver
 def run_side(args, side: str, python: str) -> dict:
-    argv = [
-        "--side",
-        side,
-        "--threads",
-        str(args.threads),
-        "--iters",
-        str(args.iters),
-        "--warmup",
-        str(args.warmup),
-    ]
-    argv += ["--prompts", str(args.prompts), "--generations", str(args.generations)]
+    argv = side_argv(side, args, ("prompts", "generations"))
     return run_child(__file__, python, argv + (["--smoke"] if args.smoke else []), args.threads)
 
 

@@ -43,7 +43,14 @@ import tempfile
 import time
 
 import numpy as np
-from _common import ROOT, TRL_VENV, count_compiles, peak_rss_mb, summarise  # shared with bench_dpo/grpo
+from _common import (  # shared with bench_dpo/grpo
+    ROOT,
+    TRL_VENV,
+    count_compiles,
+    peak_rss_mb,
+    side_argv,
+    summarise,
+)
 
 TRL_REQUIREMENTS = ["torch==2.13.0", "transformers>=4.56.1,<4.58", "trl==0.23.1"]
 
@@ -553,20 +560,7 @@ def run_trl(args, keep_gc: bool) -> dict:
 
 def run_side(args, side: str, python: str, extra=(), root: str = ROOT) -> dict:
     """Run one side in its own process (`extra`: more flags for it; `root`: where it imports mindrlhf from)."""
-    argv = [
-        python,
-        os.path.abspath(__file__),
-        "--side",
-        side,
-        "--threads",
-        str(args.threads),
-        "--iters",
-        str(args.iters),
-        "--warmup",
-        str(args.warmup),
-    ]
-    for name in DEFAULT:
-        argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    argv = [python, os.path.abspath(__file__), *side_argv(side, args, DEFAULT)]
     if args.smoke:
         argv.append("--smoke")
     if args.profile and side == "ours":
