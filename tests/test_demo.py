@@ -124,3 +124,36 @@ def test_readme_demo_numbers_meet_issue_17_and_match_docs():
     }
     for row, values in table.items():
         assert f"| {row} | " + " | ".join(f"{v:.3f}" for v in values) + " |" in docs, row
+
+
+def test_seeds_table_mean_and_spread_by_hand():
+    """docs/demo.md's seeds table: one row per seed and policy, then mean and max - min over the seeds."""
+    sys.path.insert(0, os.path.join(ROOT, "examples", "rlhf_demo"))
+    import seeds_table
+
+    def summary(seed, refusal_after, helpful_after, dpo=True):
+        rates = {
+            "refusal_rate_before": 0.2,
+            "refusal_rate_after": refusal_after,
+            "helpful_rate_before": 0.9,
+            "helpful_rate_after": helpful_after,
+        }
+        greedy = {k: v / 2 for k, v in rates.items()}
+        out = {**rates, "greedy": greedy, "seed": seed, "rm_accuracy": 0.95, "wall_seconds": 600.0}
+        if dpo:
+            out["dpo"] = {**{k: v - 0.1 for k, v in rates.items()}, "greedy": greedy}
+        return out
+
+    text = seeds_table.table(
+        [summary(0, 0.9, 0.8), summary(1, 1.0, 0.9), summary(2, 0.95, 0.7, dpo=False)], ["0", "1", "2"]
+    )
+    lines = text.splitlines()
+    assert len(lines) == 2 + 3 + 2 + 2 + 2  # header, 3 PPO rows + mean/spread, 2 DPO rows + mean/spread
+    assert (
+        lines[2]
+        == "| 0 | ppo | 0.200 | 0.900 | 0.900 | 0.800 | 0.100 | 0.450 | 0.450 | 0.400 | 0.950 | 600 |"
+    )
+    assert lines[5].startswith("| mean | ppo | 0.200 | 0.950 | 0.900 | 0.800 | 0.100 | 0.475 |")
+    assert lines[6].startswith("| spread (max-min) | ppo | 0.000 | 0.100 | 0.000 | 0.200 | 0.000 | 0.050 |")
+    assert lines[7].startswith("| 0 | dpo | 0.100 | 0.800 | 0.800 | 0.700 |")
+    assert lines[9].startswith("| mean | dpo | 0.100 | 0.850 | 0.800 | 0.750 |")
