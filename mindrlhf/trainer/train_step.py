@@ -23,6 +23,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.nn.learning_rate_schedule import LearningRateSchedule
 
 from mindrlhf.configs.loader import ConfigError
+from mindrlhf.trainer.optim import FP32StateAdamWeightDecay
 
 logger = logging.getLogger(__name__)
 
@@ -155,15 +156,22 @@ def make_optimizer(
     weight_decay: float,
     betas=(0.9, 0.95),
     eps: float = 1e-8,
-) -> nn.AdamWeightDecay:
+) -> nn.Optimizer:
     """AdamW over `params` with a per-step lr table (`LrTable`); weight decay on matrices only (not norms or
-    scalars)."""
+    scalars); moments `adam_m.<name>` / `adam_v.<name>` in float32.
+
+    All-float32 weights: MindSpore's `nn.AdamWeightDecay` (fused kernel; its moments are float32 clones). Any
+    16-bit weight: `FP32StateAdamWeightDecay` (same formula, no bias correction, float32 moments and update),
+    since `nn.AdamWeightDecay` would keep fp16/bf16 moments whose v underflows (see trainer/optim.py).
+    """
     decay = [p for p in params if len(p.shape) >= 2]
     no_decay = [p for p in params if len(p.shape) < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
-    return nn.AdamWeightDecay(groups, learning_rate=LrTable(lrs), beta1=betas[0], beta2=betas[1], eps=eps)
+    all_fp32 = all(p.dtype == ms.float32 for p in params)
+    kind = nn.AdamWeightDecay if all_fp32 else FP32StateAdamWeightDecay
+    return kind(groups, learning_rate=LrTable(lrs), beta1=betas[0], beta2=betas[1], eps=eps)
 
 
 def _sum_of_squares(x):
@@ -284,7 +292,7 @@ def build_train_step(
     config: Any,
     loss_scale: Any = None,
     name: str = "model",
-) -> Tuple[TrainStep, nn.AdamWeightDecay, np.ndarray]:
+) -> Tuple[TrainStep, nn.Optimizer, np.ndarray]:
     """Optimizer + TrainStep for one trained model, the same way in every trainer -> (step, optimizer, lrs).
 
     `config` is a `TrainerConfig` (warmup_steps, lr_decay, min_lr_ratio, weight_decay, adam_beta1/2, adam_eps,
