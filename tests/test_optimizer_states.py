@@ -10,7 +10,9 @@ from mindspore import Parameter, Tensor, nn
 from mindrlhf.models.llama.config import LlamaConfig
 from mindrlhf.trainer.optim import FP32StateAdamWeightDecay
 from mindrlhf.trainer.train_step import TrainStep, make_optimizer
-from mindrlhf.utils.run_state import load_optimizer_state, optimizer_state
+from mindrlhf.utils.checkpoint import read_checkpoint
+from mindrlhf.utils.resume import resume_problems
+from mindrlhf.utils.run_state import load_optimizer_state, load_run_state, optimizer_state, save_run_state
 
 W0 = np.array([[0.1, 0.2, -0.3, 0.4], [-0.5, 0.6, 0.7, -0.8], [0.9, -1.0, 0.2, 0.3]], np.float32)
 B0 = np.array([0.3, -0.2, 0.1], np.float32)
@@ -138,9 +140,10 @@ class _Linear(nn.Cell):
         return loss, ms.ops.stack([loss])
 
 
-def test_train_step_with_fp16_weights_and_resume_of_its_state():
-    """TrainStep (one jit graph with the optimizer) on fp16 weights equals the numpy reference; the float32
-    state saved after two steps and loaded into a fresh optimizer continues bit-identically."""
+def test_train_step_with_fp16_weights_and_resume_of_its_state(tmp_path):
+    """TrainStep (one jit graph with the optimizer) on fp16 weights equals the numpy reference; a run saved after
+    two steps passes `resume_problems` (utils/resume.py), loads into a fresh model and optimizer, and continues
+    bit-identically; a state saved with fp16 moments (before issue 18) loads as float32."""
     x = np.array([[1.0, -2.0, 0.5, 3.0], [0.0, 1.5, -1.0, 2.0]], np.float32)
 
     def build():
@@ -158,17 +161,30 @@ def test_train_step_with_fp16_weights_and_resume_of_its_state():
     assert_within_fp16_rounding(net.w.asnumpy(), expected[0])
     assert_within_fp16_rounding(net.b.asnumpy(), expected[1])
 
-    state = optimizer_state(step.optimizer)
-    assert state["adam_v.w"].dtype == ms.float32 and int(state["global_step"].asnumpy()[0]) == 2
+    save_run_state(str(tmp_path), 2, {"model": net}, {"model": step.optimizer}, {"note": 1})
+    saved = read_checkpoint(str(tmp_path / "checkpoints" / "step_000002" / "model_optimizer.ckpt"))
+    assert saved["adam_v.w"].dtype == saved["adam_m.b"].dtype == ms.float32  # on disk too
+    assert {"adam_m.w", "adam_m.b", "adam_v.w", "adam_v.b", "global_step"} <= set(saved)
+    problems, state = resume_problems(str(tmp_path), {"model": {"w": (3, 4), "b": (3,)}}, ["model"], ["note"])
+    assert problems == [] and state["step"] == 2
     fresh_net, fresh = build()
-    for mine, theirs in zip(fresh_net.trainable_params(), net.trainable_params()):
-        mine.set_data(Tensor(theirs.asnumpy()))
-    load_optimizer_state(fresh.optimizer, state, "state")
+    load_run_state(str(tmp_path), {"model": fresh_net}, {"model": fresh.optimizer})
     step(Tensor(x))
     fresh(Tensor(x))
-    for a, b in zip(net.trainable_params() + list(step.optimizer.moments2), fresh_net.trainable_params()
-                    + list(fresh.optimizer.moments2)):  # fmt: skip
+    ours = net.trainable_params() + list(step.optimizer.moments1) + list(step.optimizer.moments2)
+    theirs = fresh_net.trainable_params() + list(fresh.optimizer.moments1) + list(fresh.optimizer.moments2)
+    for a, b in zip(ours, theirs):
         np.testing.assert_array_equal(a.asnumpy(), b.asnumpy())
+    assert int(fresh.optimizer.global_step.asnumpy()[0]) == 3
+
+    old = {
+        k: Tensor(v.asnumpy().astype(np.float16)) if k.startswith("adam_") else v for k, v in saved.items()
+    }
+    load_optimizer_state(fresh.optimizer, old, "old.ckpt")
+    assert fresh.optimizer.moments1[0].dtype == ms.float32
+    np.testing.assert_array_equal(
+        fresh.optimizer.moments1[0].asnumpy(), saved["adam_m.w"].asnumpy().astype(np.float16)
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
