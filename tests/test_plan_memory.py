@@ -54,10 +54,10 @@ def test_tiny_config_bytes_by_hand():
     assert plan.peak == plan.resident + max(plan.phases.values())
 
 
-def test_sixteen_bit_weights_add_an_fp32_master_copy():
+def test_sixteen_bit_weights_keep_fp32_moments_and_no_master_copy():
     model = LlamaConfig(**TINY, param_init_type="float16", compute_dtype="float16")
     actor = plan_memory(model, _ppo(), reward=model).roles[0]
-    assert (actor.weights, actor.gradients, actor.optimizer) == (212 * 2, 212 * 2, 212 * 12)
+    assert (actor.weights, actor.gradients, actor.optimizer) == (212 * 2, 212 * 2, 212 * 8)
     assert actor.kv_cache == 2 * 1 * 2 * 1 * 2 * 4 * 2  # 16-bit cache
 
 

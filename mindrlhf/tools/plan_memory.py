@@ -10,12 +10,14 @@ Roles: the actor (SFT YAML, trains), the critic (gae only; RM YAML, else the SFT
 
 Assumptions, per device (B = bytes of the dtype; dp, mp, pp from the SFT YAML's `parallel_config`):
 - Weights at `param_init_type`; gradients of a trained role at the same dtype (MindSpore's gradient of a
-  Parameter has its dtype). Optimizer: AdamW m and v in fp32, 8 B/param (MindFormers' FP32StateAdamWeightDecay),
-  plus an fp32 master copy, 4 B/param, when the weights are 16-bit (mixed precision, Micikevicius et al. 2018;
-  with fp32 weights the weights are the master copy). The compute-dtype cast of fp32 weights is transient.
+  Parameter has its dtype). Optimizer: AdamW m and v in fp32, 8 B/param whatever the weight dtype
+  (`trainer/optim.FP32StateAdamWeightDecay`, as MindFormers' optimizer of that name); no fp32 master copy of
+  16-bit weights (neither keeps one: the update is computed in fp32 and rounded back to the weight dtype; for
+  mixed precision with a master copy, Micikevicius et al. 2018, set param_init_type float32 and a 16-bit
+  compute_dtype). The compute-dtype cast of fp32 weights is transient.
 - Division as MindFormers lays a Llama out: transformer layers split mp ways (heads, FFN width) and into pp
   stages (the plan is for the fullest stage: its layers plus the embedding or the head); the embedding and
-  lm_head are replicated unless `vocab_emb_dp: false` (then split mp ways); optimizer states and master weights
+  lm_head are replicated unless `vocab_emb_dp: false` (then split mp ways); optimizer states
   are divided by dp with `parallel.enable_parallel_optimizer`.
 - Rows per device: rollout_batch_size (generation, scoring) and mini_batch_size (training); divided by dp in
   semi/auto/hybrid parallel with `full_batch: true` (every rank reads the global batch and keeps its share), as
@@ -234,8 +236,7 @@ def _role(name, model, value_head, trains, layout: Layout, train_rows, score_row
     layers = model.num_layers // layout.pp
     if trains:
         gradients = weights
-        state = 8 + (4 if p < 4 else 0)  # fp32 m, v (+ fp32 master copy of 16-bit weights)
-        optimizer = int(params * state / (layout.dp if layout.optimizer_shard else 1))
+        optimizer = int(params * 8 / (layout.dp if layout.optimizer_shard else 1))  # fp32 m and v
         m = layout.micro_batch_num if layout.pp > 1 else 1  # micro-batches only feed a pipeline
         micro = max(train_rows // m, 1)
         in_flight = micro * min(layout.pp, m)

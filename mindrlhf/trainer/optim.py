@@ -3,8 +3,8 @@
 `mindspore.nn.AdamWeightDecay` clones its moments from the weights, so fp16/bf16 weights (`param_init_type` in a
 MindFormers YAML) get fp16/bf16 moments: v = g^2 underflows to 0 in fp16 for |g| < ~2.4e-4 (the smallest fp16
 subnormal is ~6e-8), the step m / (sqrt(v) + eps) then explodes, and m and v take 4 B/param instead of the 8 B/param
-the memory planner (`mindrlhf/tools/plan_memory.py`) counts for them. (The planner also counts a 4 B/param fp32
-master copy of 16-bit weights; this optimizer, like MindFormers', keeps none.) `make_optimizer` (train_step.py)
+the memory planner (`mindrlhf/tools/plan_memory.py`) counts for them. Like MindFormers' optimizer it keeps no fp32
+master copy of 16-bit weights (nor does the planner count one). `make_optimizer` (train_step.py)
 builds this class only when some weight is not float32; all-float32 runs keep MindSpore's fused kernel
 (bit-identical runs and resumes).
 """
