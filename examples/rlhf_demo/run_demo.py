@@ -36,8 +36,8 @@ sys.path.insert(0, ROOT)
 # Sizes of the default demo and of --quick (the end-to-end test). Everything else lives in the YAMLs beside this file.
 FULL = {
     "sft_steps": 800,
-    "rm_steps": 500,
-    "ppo_iterations": 60,
+    "rm_steps": 300,
+    "ppo_iterations": 30,
     "dpo_steps": 300,
     "eval_prompts": 256,
     "vocab": 1200,
