@@ -27,6 +27,12 @@ def _model(**overrides):
     return model
 
 
+@pytest.fixture(scope="module")
+def tiny():
+    """One model for the generate tests: its compiled generation graphs are reused across them."""
+    return _model()
+
+
 def _groups(num_prompts, g, seed=0):
     """Left-padded prompts (different pad per group), each repeated G times; responses padded after an EOS at
     different lengths per row. -> sequences, attention_mask `[B, P+N]` int32."""
@@ -88,3 +94,25 @@ def test_grouped_gradients_equal_plain(bias):
     for name, a, b in zip(names, g1, g4):
         assert np.abs(a).max() > 0, name  # every parameter gets a gradient (the check is not vacuous)
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("eos", [None, 5])
+def test_generate_num_return_sequences_equals_repeated_prompts(tiny, eos):
+    """generate(prompts, num_return_sequences=G) == generate(np.repeat(prompts, G, 0)) with the same seed: the same
+    tokens and masks, log-probs within 1e-5 (one prefill per prompt, its K/V copied into the [B*G] cache)."""
+    model = tiny
+    seq, mask = _groups(3, 1, seed=2)
+    prompts, prompt_mask = seq[:, :P], mask[:, :P]
+    kw = dict(max_new_tokens=6, do_sample=True, temperature=1.3, eos_token_id=eos, pad_token_id=0, seed=11)
+    from mindrlhf.generation import generate
+
+    plain = generate(model, np.repeat(prompts, 4, 0), np.repeat(prompt_mask, 4, 0), **kw)
+    grouped = generate(model, prompts, prompt_mask, num_return_sequences=4, **kw)
+    assert grouped.sequences.shape == (12, P + 6)
+    np.testing.assert_array_equal(grouped.sequences, plain.sequences)
+    np.testing.assert_array_equal(grouped.response_mask, plain.response_mask)
+    np.testing.assert_allclose(grouped.logprobs, plain.logprobs, rtol=1e-5, atol=1e-5)
+    # the G samples of a prompt differ (their own uniforms), so the test is not comparing copies of one row
+    assert len({tuple(r) for r in grouped.sequences[:4, P:]}) > 1
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        generate(model, prompts, prompt_mask, num_return_sequences=0, **kw)

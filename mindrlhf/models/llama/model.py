@@ -207,7 +207,7 @@ class LlamaModel(nn.Cell):
         checks `grouped_forward_supported()` and the groups; G == 1 is the plain forward and a slice."""
         if group_size > 1:
             return grouped_response_hidden(self, sequences, attention_mask, prompt_length, group_size)
-        return self(sequences, attention_mask)[:, prompt_length - 1 : -1]
+        return self.construct(sequences, attention_mask)[:, prompt_length - 1 : -1]
 
 
 class LlamaForCausalLM(nn.Cell):
