@@ -2,8 +2,9 @@
 
 GRPO samples G responses per prompt (rows contiguous). The plain forward of `sequences [B, P+N]` computes every
 prompt G times; here the prompt runs once per group and each row's response attends to its group's prompt keys
-and values (cf. "Prefix Grouper", Liu et al. 2025). Same math as the plain forward: the same keys, mask, positions
-and weights reach every response query; only the float summation order of some matmuls differs.
+and values (the shared-prefix forward of "Prefix Grouper: Efficient GRPO Training through Shared-Prefix Forward",
+2025). Same math as the plain forward: the same keys, mask, positions and weights reach every response query;
+only the float summation order of some matmuls differs.
 
 Layout (B = Bg * G rows, T = P + N columns, P' = P - 1):
     prompt part    `sequences[group, 0, :P']`     [Bg, P']   causal self-attention, prompt mask
