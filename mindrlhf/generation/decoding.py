@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import numbers
 import time
 from typing import Any, Dict, Optional
 
@@ -86,9 +87,8 @@ class _GroupPrefill(nn.Cell):
         hidden = self.model.model(input_ids, key_mask, None, pc.k, pc.v, slot)  # (B, P, H)
         logits = self.model.lm_head(hidden[:, -1:]).astype(ms.float32)  # (B, 1, V)
         logits = repeat_groups(logits.reshape(logits.shape[0], -1), self.group)  # (B*G, V)
-        for i in range(
-            len(pc.k)
-        ):  # (B, nkv, S, hd) -> (B*G, nkv, S, hd); slots >= P are masked until written
+        # (B, nkv, S, hd) -> (B*G, nkv, S, hd); the slots >= P hold stale values, masked until decode writes them
+        for i in range(len(pc.k)):
             ops.assign(self.cache.k[i], repeat_groups(pc.k[i], self.group))
             ops.assign(self.cache.v[i], repeat_groups(pc.v[i], self.group))
         tokens, logprobs = self.sampler(logits, temperature, top_p, uniforms[0])
@@ -276,11 +276,11 @@ def generate(
         eos_token_id,
         pad_token_id,
     )
-    if isinstance(num_return_sequences, bool) or not isinstance(num_return_sequences, int):
+    if isinstance(num_return_sequences, bool) or not isinstance(num_return_sequences, numbers.Integral):
         raise ValueError(f"num_return_sequences must be an integer >= 1, got {num_return_sequences!r}")
     if num_return_sequences < 1:
         raise ValueError(f"num_return_sequences must be >= 1, got {num_return_sequences}")
-    group = num_return_sequences
+    group = int(num_return_sequences)
     prompts, prompt_len = ids.shape
     batch = prompts * group  # output rows
     if prompt_len + max_new_tokens > config.seq_length:

@@ -49,7 +49,7 @@ def check_groups(
             raise ValueError(
                 f"rows {bad[0] * group_size}..{bad[0] * group_size + group_size - 1} hold different {name}s: "
                 f"a grouped forward needs each prompt's {group_size} samples in contiguous rows with the same "
-                "prompt (as make_experience builds them); use group_size 1 for other batches"
+                "prompt, in order (as make_experience builds them)"
             )
 
 
@@ -69,10 +69,11 @@ class ResponseLogprobs(nn.Cell):
         self.group_size = shared_prompt_group(model, prompt_length, group_size)
 
     def response_logits(self, sequences, attention_mask):
-        hidden = self.model.model.response_hidden(
-            sequences, attention_mask, self.p, self.group_size
-        )  # (B, N, H)
-        return self.model.lm_head(hidden).astype(ms.float32)  # (B, N, V)
+        if self.group_size > 1:  # a graph constant
+            hidden = self.model.model.response_hidden(sequences, attention_mask, self.p, self.group_size)
+        else:
+            hidden = self.model.model(sequences, attention_mask)[:, self.p - 1 : -1]
+        return self.model.lm_head(hidden).astype(ms.float32)  # hidden (B, N, H) -> (B, N, V)
 
     def construct(self, sequences, attention_mask):
         logits = self.response_logits(sequences, attention_mask)
