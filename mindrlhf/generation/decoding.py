@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import numbers
 import time
 from typing import Any, Dict, Optional
 
@@ -27,6 +28,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from mindrlhf.generation.sampling import SamplingSpec, TokenSampler
+from mindrlhf.models.llama.grouped import repeat_groups
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,32 @@ class _Prefill(nn.Cell):
         return tokens, logprobs, done, ops.all(done)
 
 
+class _GroupPrefill(nn.Cell):
+    """num_return_sequences G > 1: prompt `[B, P]` into the `[B]` prefill cache once, its keys/values copied into
+    the `[B*G]` decode cache (each prompt's rows contiguous), token 0 chosen per output row from the repeated
+    last-position logits. Same tokens as `_Prefill` on the repeated prompts, at 1/G of the prompt arithmetic."""
+
+    def __init__(self, model, prompt_cache, cache, sampler, group: int):
+        super().__init__(auto_prefix=False)
+        self.model, self.prompt_cache, self.cache, self.sampler = model, prompt_cache, cache, sampler
+        self.group = group
+
+    @ms.jit
+    def construct(self, input_ids, key_mask, temperature, top_p, uniforms, eos):
+        slot = ops.zeros((), ms.int32)
+        pc = self.prompt_cache
+        hidden = self.model.model(input_ids, key_mask, None, pc.k, pc.v, slot)  # (B, P, H)
+        logits = self.model.lm_head(hidden[:, -1:]).astype(ms.float32)  # (B, 1, V)
+        logits = repeat_groups(logits.reshape(logits.shape[0], -1), self.group)  # (B*G, V)
+        # (B, nkv, S, hd) -> (B*G, nkv, S, hd); the slots >= P hold stale values, masked until decode writes them
+        for i in range(len(pc.k)):
+            ops.assign(self.cache.k[i], repeat_groups(pc.k[i], self.group))
+            ops.assign(self.cache.v[i], repeat_groups(pc.v[i], self.group))
+        tokens, logprobs = self.sampler(logits, temperature, top_p, uniforms[0])
+        done = tokens == eos
+        return tokens, logprobs, done, ops.all(done)
+
+
 class _Decode(nn.Cell):
     """Feed token i-1 (`tokens [B]`) at cache slot `slot` = P+i-1 and choose token i; `done` marks rows past EOS
     (they keep computing, static shapes; the host replaces their tokens with pad)."""
@@ -93,11 +121,15 @@ class _Decode(nn.Cell):
 
 
 class _Runner:
-    """The two compiled graphs for one (batch, prompt length, max_new_tokens, sampling rule)."""
+    """The two compiled graphs for one (batch, prompt length, max_new_tokens, sampling rule, G); G > 1 prefills
+    on `prompt_cache` (`[B]` rows) and decodes on `cache` (`[B*G]` rows)."""
 
-    def __init__(self, model, cache, spec: SamplingSpec, prompt_len: int):
+    def __init__(self, model, cache, spec: SamplingSpec, prompt_len: int, prompt_cache=None, group: int = 1):
         sampler = TokenSampler(spec, model.config.vocab_size)
-        self.prefill = _Prefill(model, cache, sampler)
+        if group > 1:
+            self.prefill = _GroupPrefill(model, prompt_cache, cache, sampler, group)
+        else:
+            self.prefill = _Prefill(model, cache, sampler)
         self.decode = _Decode(model, cache, sampler, prompt_len)
 
 
@@ -109,22 +141,30 @@ def _store(model) -> Dict[str, Any]:
     return store
 
 
-def _runner(model, batch: int, prompt_len: int, max_new_tokens: int, spec: SamplingSpec) -> _Runner:
+def _runner(
+    model, batch: int, prompt_len: int, max_new_tokens: int, spec: SamplingSpec, group: int = 1
+) -> _Runner:
     store = _store(model)
-    key = (batch, prompt_len, max_new_tokens, spec)
+    key = (batch, prompt_len, max_new_tokens, spec, group)
     runner = store["runners"].get(key)
     if runner is not None:
         store["runners"].move_to_end(key)
         return runner
     slots = prompt_len + max_new_tokens - 1  # the last token is never fed back
-    cache = store["caches"].get((batch, slots))
-    if cache is None:
-        cache = store["caches"][(batch, slots)] = model.new_kv_cache(batch, slots)
-    logger.debug("new generation graphs for %s (cache %d x %d slots)", key, batch, slots)
-    runner = store["runners"][key] = _Runner(model, cache, spec, prompt_len)
+
+    def cache_for(rows):
+        if (rows, slots) not in store["caches"]:
+            store["caches"][(rows, slots)] = model.new_kv_cache(rows, slots)
+        return store["caches"][(rows, slots)]
+
+    cache = cache_for(batch * group)
+    prompt_cache = cache_for(batch) if group > 1 else None
+    logger.debug("new generation graphs for %s (cache %d x %d slots)", key, batch * group, slots)
+    runner = store["runners"][key] = _Runner(model, cache, spec, prompt_len, prompt_cache, group)
     if len(store["runners"]) > _MAX_RUNNERS:
         store["runners"].popitem(last=False)
-        live = {(k[0], k[1] + k[2] - 1) for k in store["runners"]}
+        live = {(k[0] * k[4], k[1] + k[2] - 1) for k in store["runners"]}
+        live |= {(k[0], k[1] + k[2] - 1) for k in store["runners"] if k[4] > 1}
         for dead in [c for c in store["caches"] if c not in live]:
             del store["caches"][dead]
     return runner
@@ -192,6 +232,7 @@ def generate(
     eos_token_id: Optional[int] = None,
     pad_token_id: int = 0,
     seed: Optional[int] = None,
+    num_return_sequences: int = 1,
 ) -> GenerationOutput:
     """Generate up to `max_new_tokens` tokens for a batch of left-padded prompts with a static KV cache.
 
@@ -210,9 +251,13 @@ def generate(
         eos_token_id: a row stops after emitting it (None = never stop early); the loop ends when all rows
             have stopped. pad_token_id fills the response after EOS.
         seed: seeds the numpy Generator that draws the sampling uniforms; same seed, same tokens.
+        num_return_sequences: G samples per prompt (Hugging Face's name): the output has B*G rows, each prompt's
+            G rows contiguous, the same tokens as generating from `np.repeat(input_ids, G, 0)` with the same seed
+            (the uniforms keep their `[N, B*G]` layout), but the prompt's prefill runs once, on `[B]` rows, and
+            its keys/values are copied into the `[B*G]` decode cache inside the prefill graph.
 
     Returns:
-        GenerationOutput with `sequences [B, P+N]`, `response_mask [B, N]` and `logprobs [B, N]`.
+        GenerationOutput with `sequences [B*G, P+N]`, `response_mask [B*G, N]` and `logprobs [B*G, N]`.
         `logprobs` is log pi(token) with pi = softmax(logits / temperature) over the full vocabulary, *before*
         top-k/top-p truncation (also for greedy decoding): the distribution the PPO trainer recomputes from a
         forward pass at the same temperature. Truncated sampling is then slightly off-policy for that pi, the
@@ -231,7 +276,13 @@ def generate(
         eos_token_id,
         pad_token_id,
     )
-    batch, prompt_len = ids.shape
+    if isinstance(num_return_sequences, bool) or not isinstance(num_return_sequences, numbers.Integral):
+        raise ValueError(f"num_return_sequences must be an integer >= 1, got {num_return_sequences!r}")
+    if num_return_sequences < 1:
+        raise ValueError(f"num_return_sequences must be >= 1, got {num_return_sequences}")
+    group = int(num_return_sequences)
+    prompts, prompt_len = ids.shape
+    batch = prompts * group  # output rows
     if prompt_len + max_new_tokens > config.seq_length:
         logger.warning(
             "prompt %d + max_new_tokens %d exceeds the model's seq_length %d (positions past it were not trained)",
@@ -240,11 +291,12 @@ def generate(
             config.seq_length,
         )
     spec = SamplingSpec(greedy=True) if not do_sample else SamplingSpec(False, top_k, top_p < 1.0)
-    runner = _runner(model, batch, prompt_len, max_new_tokens, spec)
+    runner = _runner(model, prompts, prompt_len, max_new_tokens, spec, group)
 
     slots = prompt_len + max_new_tokens - 1
-    prompt_mask = np.zeros((batch, slots), np.int32)
-    prompt_mask[:, :prompt_len] = mask
+    prefill_mask = np.zeros((prompts, slots), np.int32)
+    prefill_mask[:, :prompt_len] = mask
+    prompt_mask = np.repeat(prefill_mask, group, 0) if group > 1 else prefill_mask  # (B*G, S) decode key mask
     if do_sample:
         # 1 - U[0, 1) lies in (0, 1]: u > 0 keeps zero-probability tokens out of the inverse CDF.
         draws = 1.0 - np.random.default_rng(seed).random((max_new_tokens, batch), dtype=np.float32)
@@ -255,8 +307,9 @@ def generate(
     eos_t = Tensor(np.int32(-1 if eos_token_id is None else eos_token_id))
 
     start = time.perf_counter()
+    prefill_mask_t = prompt_mask_t if group == 1 else Tensor(prefill_mask)
     tokens, logprobs, done, all_done = runner.prefill(
-        Tensor(ids), prompt_mask_t, temperature_t, top_p_t, uniforms, eos_t
+        Tensor(ids), prefill_mask_t, temperature_t, top_p_t, uniforms, eos_t
     )
     stopped = bool(all_done.asnumpy())  # also the sync that ends the prefill timing
     prefill_s = time.perf_counter() - start
@@ -290,7 +343,7 @@ def generate(
     response_logprobs = np.where(response_mask > 0, response_logprobs, 0.0).astype(np.float32)
     logger.debug("generated %d x %d tokens: prefill %.3fs, decode %.3fs", batch, steps, prefill_s, decode_s)
     return GenerationOutput(
-        sequences=np.concatenate([ids, response], 1),
+        sequences=np.concatenate([np.repeat(ids, group, 0) if group > 1 else ids, response], 1),
         response_mask=response_mask,
         logprobs=response_logprobs,
         num_steps=steps,

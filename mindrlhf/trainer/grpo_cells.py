@@ -18,15 +18,16 @@ from mindspore import Tensor, nn, ops
 from mindrlhf.trainer import losses
 from mindrlhf.trainer.data_parallel import GlobalMean
 from mindrlhf.trainer.policy_losses import PolicyLoss, kl_in_loss
-from mindrlhf.trainer.ppo_cells import ResponseLogprobs, ResponseValues
+from mindrlhf.trainer.ppo_cells import ResponseLogprobs, ResponseValues, check_groups
 
 
 class ReferenceLogprobs(nn.Cell):
-    """Frozen reference log-probs of the response tokens `[B, N]`, one compiled graph."""
+    """Frozen reference log-probs of the response tokens `[B, N]`, one compiled graph (group_size > 1: each group's
+    shared prompt computed once, `ResponseLogprobs`)."""
 
-    def __init__(self, reference: nn.Cell, prompt_length: int, temperature: float):
+    def __init__(self, reference: nn.Cell, prompt_length: int, temperature: float, group_size: int = 1):
         super().__init__(auto_prefix=False)
-        self.logprobs = ResponseLogprobs(reference, prompt_length, temperature)
+        self.logprobs = ResponseLogprobs(reference, prompt_length, temperature, group_size)
 
     @ms.jit
     def construct(self, sequences, attention_mask):
@@ -62,7 +63,8 @@ class SeparateScoring:
     """Step 2 when some model is absent: (rm_scores [B], ref_logprobs [B, N], values [B, N]) as numpy, None for
     each absent model. A compiled graph exists only for the models given: the reward model (optional with
     reward functions), the reference (only when a KL uses it), the critic (gae only). With all three,
-    `ppo_cells.ScoringForwards` runs them in one graph instead."""
+    `ppo_cells.ScoringForwards` runs them in one graph instead. group_size G > 1 (critic-free): the reference
+    computes each group's prompt once; the rows must then come in groups of G equal prompts (checked, ValueError)."""
 
     def __init__(
         self,
@@ -71,14 +73,21 @@ class SeparateScoring:
         critic: Optional[nn.Cell],
         prompt_length: int,
         temperature: float,
+        group_size: int = 1,
     ):
+        ref = None
+        if reference is not None:
+            ref = ReferenceLogprobs(reference, prompt_length, temperature, group_size)
+        self.group_size = 1 if ref is None else ref.logprobs.group_size
+        self.prompt_length = prompt_length
         self.parts = (
             RewardScores(reward) if reward is not None else None,
-            ReferenceLogprobs(reference, prompt_length, temperature) if reference is not None else None,
+            ref,
             CriticValues(critic, prompt_length) if critic is not None else None,
         )
 
     def __call__(self, sequences: np.ndarray, attention_mask: np.ndarray):
+        check_groups(sequences, attention_mask, self.prompt_length, self.group_size)
         seq, mask = Tensor(sequences), Tensor(attention_mask)
         return tuple(None if part is None else part(seq, mask).asnumpy() for part in self.parts)
 
@@ -90,6 +99,8 @@ class CriticFreeActorLoss(nn.Cell):
     advantages [B], ref_logprobs [B, N]) -> (loss, metrics `[len(METRICS)]` named by `METRICS`).
     `response_mask` here is the loss mask (with `mask_truncated_completions`, truncated rows are 0).
     With beta == 0 the KL term is not in the graph and ref_logprobs is ignored (pass zeros).
+    group_size G > 1: each mini-batch holds whole groups of G rows with one prompt, computed once per group
+    (`ResponseLogprobs`; the trainer checks the groups on the host before each step).
     `world` > 1 data-parallel ranks: N ranks train as one process on the global mini-batch. The loss is averaged
     over ranks weighted by what its aggregation divides by: real tokens for token_mean, rows for the per-row
     aggregations (seq_mean_token_mean, seq_mean_token_sum_norm: every rank holds the same number of rows, so
@@ -111,9 +122,11 @@ class CriticFreeActorLoss(nn.Cell):
         beta: float,
         entropy_coef: float,
         world: int = 1,
+        group_size: int = 1,
     ):
         super().__init__(auto_prefix=False)
-        self.logprobs = ResponseLogprobs(actor, prompt_length, temperature)
+        self.logprobs = ResponseLogprobs(actor, prompt_length, temperature, group_size)
+        self.group_size = self.logprobs.group_size  # 1 when the model cannot share prompts
         self.policy_loss = policy_loss
         self.temperature = float(temperature)
         self.beta = float(beta)

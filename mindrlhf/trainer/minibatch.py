@@ -16,8 +16,25 @@ from mindrlhf.algorithms import ppo_math
 from mindrlhf.trainer.experience import Experience
 from mindrlhf.trainer.grpo_cells import CriticFreeActorLoss
 from mindrlhf.trainer.losses import metrics_dict
-from mindrlhf.trainer.ppo_cells import ActorLoss, CriticLoss
+from mindrlhf.trainer.ppo_cells import ActorLoss, CriticLoss, check_groups
 from mindrlhf.trainer.reward_sources import zero_std_fraction
+
+
+def epoch_order(rows: int, group_size: int, seed) -> np.ndarray:
+    """Row order `[rows]` of one epoch's mini-batches, from `np.random.default_rng(seed)`.
+
+    group_size 1: a permutation of the rows, as TRL (`shuffle_sequence_dict` on the generation batch before it
+    is split into optimiser steps) and OpenRLHF (a shuffled DataLoader over the replay buffer's samples) do.
+    group_size G > 1: a permutation of the groups, each group's G rows kept contiguous and in order (verl's
+    actor also keeps them whole: it splits the batch in order, mini-batches counted in prompts x n). Whole groups
+    let the loss compute each prompt once per group (`ResponseLogprobs(group_size=G)`), the same arithmetic
+    saving as in scoring; a mini-batch is still a uniform random draw of prompts, only not of single rows.
+    """
+    rng = np.random.default_rng(seed)
+    if group_size <= 1:
+        return rng.permutation(rows)
+    groups = rng.permutation(rows // group_size)
+    return (groups[:, None] * group_size + np.arange(group_size)).reshape(-1)
 
 
 def ppo_update(actor_step, critic_step, exp: Experience, idx: np.ndarray) -> Tuple[object, bool, Dict, Dict]:
@@ -53,13 +70,22 @@ def ppo_update(actor_step, critic_step, exp: Experience, idx: np.ndarray) -> Tup
 
 
 def critic_free_update(
-    actor_step, exp: Experience, idx: np.ndarray, mask_truncated: bool
+    actor_step,
+    exp: Experience,
+    idx: np.ndarray,
+    mask_truncated: bool,
+    group_size: int = 1,
+    prompt_length: int = 0,
 ) -> Tuple[object, bool, Dict, Dict]:
     """One actor step (`CriticFreeActorLoss`) on rows `idx` -> (loss, overflow, metric row, actor metrics).
 
     mask_truncated: responses without EOS get a zero loss mask (TRL's `mask_truncated_completions`); they still
-    count as rows in the per-row aggregations, as in TRL.
+    count as rows in the per-row aggregations, as in TRL. group_size G > 1: the loss graph shares each group's
+    prompt, so the rows are first checked (numpy) to be groups of G equal prompts; ValueError if not (an
+    Experience not built by `make_experience`; a plain graph would be a second compile for a case that the
+    trainer never produces).
     """
+    check_groups(exp.sequences[idx], exp.attention_mask[idx], prompt_length, group_size)
     mask = exp.response_mask[idx]
     if mask_truncated:
         mask = mask * exp.has_eos[idx][:, None].astype(mask.dtype)

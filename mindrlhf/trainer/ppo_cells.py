@@ -7,25 +7,73 @@ positions P - 1 .. P + N - 2 (the state in which each response token was chosen)
 
 from __future__ import annotations
 
+import logging
+
 import mindspore as ms
+import numpy as np
 from mindspore import nn, ops
 
 from mindrlhf.trainer import losses
 from mindrlhf.trainer.data_parallel import GlobalMean
 
+logger = logging.getLogger(__name__)
+
+
+def shared_prompt_group(model: nn.Cell, prompt_length: int, group_size: int) -> int:
+    """The group size a forward of `model` can share prompts over: `group_size`, or 1 (the plain forward) when the
+    model has no grouped forward, has recompute configured or is sharded, or the prompt is a single token."""
+    if group_size <= 1:
+        return 1
+    inner = getattr(model, "model", None)
+    supported = getattr(inner, "grouped_forward_supported", None)
+    if supported is None or not supported() or prompt_length < 2:
+        logger.info("prompt sharing off (recompute, sharding or a 1-token prompt): plain forward per row")
+        return 1
+    return int(group_size)
+
+
+def check_groups(
+    sequences: np.ndarray, attention_mask: np.ndarray, prompt_length: int, group_size: int
+) -> None:
+    """ValueError unless the rows come in contiguous groups of `group_size` with identical prompts and prompt
+    masks (the first `prompt_length` columns): what a grouped forward assumes. numpy, ~B*P compares."""
+    if group_size <= 1:
+        return
+    b = sequences.shape[0]
+    if b % group_size:
+        raise ValueError(f"{b} rows do not split into groups of num_generations={group_size}")
+    for name, x in (("prompt", sequences), ("prompt mask", attention_mask)):
+        head = x[:, :prompt_length].reshape(b // group_size, group_size, prompt_length)
+        bad = np.flatnonzero((head != head[:, :1]).any(axis=(1, 2)))
+        if bad.size:
+            raise ValueError(
+                f"rows {bad[0] * group_size}..{bad[0] * group_size + group_size - 1} hold different {name}s: "
+                f"a grouped forward needs each prompt's {group_size} samples in contiguous rows with the same "
+                "prompt, in order (as make_experience builds them)"
+            )
+
 
 class ResponseLogprobs(nn.Cell):
-    """log softmax(logits / T) of the response tokens `[B, N]` (and the logits `[B, N, V]`), lm_head only on them."""
+    """log softmax(logits / T) of the response tokens `[B, N]` (and the logits `[B, N, V]`), lm_head only on them.
 
-    def __init__(self, model: nn.Cell, prompt_length: int, temperature: float):
+    group_size G > 1: the rows come in contiguous groups of G identical prompts (GRPO) and each prompt's forward
+    runs once per group (`LlamaModel.response_hidden`); the caller guarantees the groups (`check_groups`). A model
+    with recompute configured or sharded (semi/auto parallel), or a prompt of one token, uses the plain forward.
+    """
+
+    def __init__(self, model: nn.Cell, prompt_length: int, temperature: float, group_size: int = 1):
         super().__init__(auto_prefix=False)
         self.model = model
         self.p = prompt_length
         self.temperature = float(temperature)
+        self.group_size = shared_prompt_group(model, prompt_length, group_size)
 
     def response_logits(self, sequences, attention_mask):
-        hidden = self.model.model(sequences, attention_mask)  # (B, P+N, H)
-        return self.model.lm_head(hidden[:, self.p - 1 : -1]).astype(ms.float32)  # (B, N, V)
+        if self.group_size > 1:  # a graph constant
+            hidden = self.model.model.response_hidden(sequences, attention_mask, self.p, self.group_size)
+        else:
+            hidden = self.model.model(sequences, attention_mask)[:, self.p - 1 : -1]
+        return self.model.lm_head(hidden).astype(ms.float32)  # hidden (B, N, H) -> (B, N, V)
 
     def construct(self, sequences, attention_mask):
         logits = self.response_logits(sequences, attention_mask)

@@ -102,6 +102,7 @@ class PPOTrainer:
         self.ranks = DataParallel()
         self.rewards = RewardSources(c, reward is not None, tokenizer, c.max_prompt_length)
         self.critic_step = self.critic_optimizer = None
+        self.train_group = 1  # rows sharing a prompt in the loss's forward (`_setup_critic_free`)
         if c.critic_free:
             self._setup_critic_free(loss_scale)
         else:
@@ -140,41 +141,40 @@ class PPOTrainer:
 
     def _setup_critic_free(self, loss_scale) -> None:
         """GRPO / Dr. GRPO / RLOO: a reward-model graph and a reference graph only when they exist; one actor step."""
-        c, p = self.config, self.config.max_prompt_length
-        self._score = SeparateScoring(self.reward, self.reference, None, p, c.temperature)
+        c, p, g = self.config, self.config.max_prompt_length, self.config.num_generations
+        # Each prompt's G rows share its forward (`ResponseLogprobs`): in scoring always, in the loss when the
+        # mini-batches hold whole groups (`minibatch.epoch_order`).
+        self._score = SeparateScoring(self.reward, self.reference, None, p, c.temperature, g)
         policy = PolicyLoss(c.clip_low, c.clip_high, c.loss_agg, c.ratio_level, c.max_new_tokens)
+        group = g if c.mini_batch_size % g == 0 else 1
         actor_loss = CriticFreeActorLoss(
-            self.actor, p, c.temperature, policy, c.beta, c.entropy_coef, self.ranks.world
+            self.actor, p, c.temperature, policy, c.beta, c.entropy_coef, self.ranks.world, group
         )
+        self.train_group = actor_loss.group_size  # 1: mini-batches of shuffled rows, the plain forward
         steps = c.total_optimizer_steps
         self.actor_step, self.actor_optimizer, _ = build_train_step(
             actor_loss, self.actor.trainable_params(), c.actor_lr, steps, c, loss_scale, "actor"
         )
         self._update = functools.partial(
-            minibatch.critic_free_update, self.actor_step, mask_truncated=c.mask_truncated_completions
-        )
+            minibatch.critic_free_update, self.actor_step, mask_truncated=c.mask_truncated_completions,
+            group_size=self.train_group, prompt_length=p,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------------------------------ experience
     def _generate(self, batch: Dict[str, np.ndarray]):
-        """1. Sample one response per prompt: `generate` always returns max_new_tokens response columns (rows that
-        stop early are padded), so later graphs keep one shape. The seed depends on the seed, the iteration and
-        the rank: deterministic, and different on every data-parallel rank (one process keeps its old seeds)."""
+        """1. Sample num_generations responses per prompt (rows of a prompt contiguous, one prefill per prompt):
+        `generate` always returns max_new_tokens response columns (rows that stop early are padded), so later
+        graphs keep one shape. The seed depends on the seed, the iteration and the rank: deterministic, and
+        different on every data-parallel rank (one process keeps its old seeds)."""
         from mindrlhf.generation import generate
 
         c = self.config
         out = generate(
-            self.actor,
-            batch["prompt_ids"],
-            batch["prompt_mask"],
-            max_new_tokens=c.max_new_tokens,
-            do_sample=True,
-            temperature=c.temperature,
-            top_k=c.top_k,
-            top_p=c.top_p,
-            eos_token_id=self.eos_token_id,
-            pad_token_id=self.pad_token_id,
+            self.actor, batch["prompt_ids"], batch["prompt_mask"], num_return_sequences=c.num_generations,
+            max_new_tokens=c.max_new_tokens, do_sample=True, temperature=c.temperature, top_k=c.top_k,
+            top_p=c.top_p, eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id,
             seed=self.sampling_seed(),
-        )
+        )  # fmt: skip
         sequences, response_mask, logprobs = _np(out.sequences), _np(out.response_mask), _np(out.logprobs)
         return sequences.astype(np.int32), response_mask.astype(np.float32), logprobs.astype(np.float32)
 
@@ -187,8 +187,8 @@ class PPOTrainer:
         `self.timings`)."""
         t0 = time.perf_counter()
         g = self.config.num_generations
+        sequences, response_mask, old_logprobs = self._generate(batch)  # 1. generate, G rows per prompt
         batch = {k: np.repeat(v, g, axis=0) for k, v in batch.items()} if g > 1 else batch  # rows contiguous
-        sequences, response_mask, old_logprobs = self._generate(batch)  # 1. generate
         release_freed_heap()  # what compiles and buffers freed goes back to the OS (utils/memory.py)
         attention_mask = np.concatenate([batch["prompt_mask"], response_mask], 1).astype(np.int32)
         t1 = time.perf_counter()
@@ -244,7 +244,7 @@ class PPOTrainer:
         sums: Dict[str, list] = {}
         first: Dict[str, float] = {}
         for epoch in range(c.ppo_epochs):
-            order = np.random.default_rng([c.seed, self.iteration, epoch]).permutation(b)
+            order = minibatch.epoch_order(b, self.train_group, [c.seed, self.iteration, epoch])
             for mb in range(c.num_mini_batches):
                 idx = order[mb * c.mini_batch_size : (mb + 1) * c.mini_batch_size]
                 lr = self.actor_step.current_lr()

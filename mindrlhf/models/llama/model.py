@@ -36,6 +36,7 @@ from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
 from mindrlhf.configs.loader import ConfigError
 from mindrlhf.models.llama.config import LlamaConfig
+from mindrlhf.models.llama.grouped import grouped_response_hidden
 from mindrlhf.models.llama.layers import (
     Embedding,
     Linear,
@@ -187,6 +188,26 @@ class LlamaModel(nn.Cell):
             else:
                 h = self.layers[i](h, rope, mask_bias)
         return self.norm_out(h)
+
+    def grouped_forward_supported(self) -> bool:
+        """Whether `response_hidden` may share prompts: not with recompute configured (the recompute marks are on
+        the plain path's cells and calls) and not in semi/auto parallel (the shard strategies describe the plain
+        path's shapes); those fall back to the plain forward."""
+        recompute = any(self.recompute_applied.values())
+        mode = ms.get_auto_parallel_context("parallel_mode")
+        return not recompute and mode not in (
+            ms.ParallelMode.SEMI_AUTO_PARALLEL,
+            ms.ParallelMode.AUTO_PARALLEL,
+        )
+
+    def response_hidden(self, sequences, attention_mask, prompt_length: int, group_size: int = 1):
+        """Hidden states `[B, N, H]` that predict the N response tokens of `sequences [B, P+N]` (positions
+        P-1 .. P+N-2, after norm_out). group_size G > 1: rows come in contiguous groups of G identical prompts and
+        each prompt is computed once per group (`grouped.py`; same values to float32 rounding). The caller
+        checks `grouped_forward_supported()` and the groups; G == 1 is the plain forward and a slice."""
+        if group_size > 1:
+            return grouped_response_hidden(self, sequences, attention_mask, prompt_length, group_size)
+        return self.construct(sequences, attention_mask)[:, prompt_length - 1 : -1]
 
 
 class LlamaForCausalLM(nn.Cell):
