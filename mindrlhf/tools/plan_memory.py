@@ -19,6 +19,10 @@ Assumptions, per device (B = bytes of the dtype; dp, mp, pp from the SFT YAML's 
   stages (the plan is for the fullest stage: its layers plus the embedding or the head); the embedding and
   lm_head are replicated unless `vocab_emb_dp: false` (then split mp ways); optimizer states
   are divided by dp with `parallel.enable_parallel_optimizer`.
+- Critic-free runs (num_generations G > 1) are counted as B rows of P + N tokens. On one device or with data
+  parallel only, the trainer computes each group's prompt once (`models/llama/grouped.py`: B/G x P + B x N tokens
+  in the reference forward and the actor step), so there the plan overstates those activations; sharded models
+  (mp or pp > 1) take the plain forward, as counted.
 - Rows per device: rollout_batch_size (generation, scoring) and mini_batch_size (training); divided by dp in
   semi/auto/hybrid parallel with `full_batch: true` (every rank reads the global batch and keeps its share), as
   many as each rank reads otherwise. With pp > 1 a training step holds min(pp, micro_batch_num) micro-batches
