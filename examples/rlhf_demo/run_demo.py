@@ -162,96 +162,36 @@ def main(argv=None) -> int:
         )
     timings["datasets"] = t
 
+    def trainer_cmd(module, model_config, dataset, save_dir, config, steps):
+        """`python -m mindrlhf.<module>` (SFT, RM, DPO: the same flags) on data/<dataset>.mindrecord."""
+        return [
+            py, "-m", f"mindrlhf.{module}", "--model_config", model_config,
+            "--dataset", os.path.join(data, f"{dataset}.mindrecord"), "--save_dir", save_dir,
+            "--config", os.path.join(HERE, config), "--max_steps", str(steps), "--seed", seed,
+        ]  # fmt: skip
+
     model_yaml = os.path.join(HERE, "llama2_demo.yaml")
     sft_dir, rm_dir, ppo_dir = (os.path.join(out, d) for d in ("sft", "rm", "ppo"))
     timings["sft"] = run_stage(
-        "sft",
-        [
-            py,
-            "-m",
-            "mindrlhf.train_sft",
-            "--model_config",
-            model_yaml,
-            "--dataset",
-            os.path.join(data, "sft.mindrecord"),
-            "--save_dir",
-            sft_dir,
-            "--config",
-            os.path.join(HERE, "sft_demo.yaml"),
-            "--max_steps",
-            str(sizes["sft_steps"]),
-            "--seed",
-            seed,
-        ],
-        logs,
+        "sft", trainer_cmd("train_sft", model_yaml, "sft", sft_dir, "sft_demo.yaml", sizes["sft_steps"]), logs
     )
+    sft_yaml = os.path.join(sft_dir, "model.yaml")
     timings["rm"] = run_stage(
-        "rm",
-        [
-            py,
-            "-m",
-            "mindrlhf.train_rm",
-            "--model_config",
-            os.path.join(sft_dir, "model.yaml"),
-            "--dataset",
-            os.path.join(data, "rm.mindrecord"),
-            "--save_dir",
-            rm_dir,
-            "--config",
-            os.path.join(HERE, "rm_demo.yaml"),
-            "--max_steps",
-            str(sizes["rm_steps"]),
-            "--seed",
-            seed,
-        ],
-        logs,
+        "rm", trainer_cmd("train_rm", sft_yaml, "rm", rm_dir, "rm_demo.yaml", sizes["rm_steps"]), logs
     )
-    timings["ppo"] = run_stage(
-        "ppo",
-        [
-            py,
-            os.path.join(ROOT, "train.py"),
-            "--sft_model_path",
-            os.path.join(sft_dir, "model.yaml"),
-            "--reward_model_path",
-            os.path.join(rm_dir, "model.yaml"),
-            "--dataset_dir",
-            os.path.join(data, "ppo.mindrecord"),
-            "--save_dir",
-            ppo_dir,
-            "--config",
-            os.path.join(HERE, "ppo_demo.yaml"),
-            "--device_target",
-            "CPU",
-            "--num_iterations",
-            str(sizes["ppo_iterations"]),
-            "--seed",
-            seed,
-        ],
-        logs,
-    )
+    ppo_cmd = [
+        py, os.path.join(ROOT, "train.py"), "--sft_model_path", sft_yaml,
+        "--reward_model_path", os.path.join(rm_dir, "model.yaml"), "--dataset_dir", os.path.join(data, "ppo.mindrecord"),
+        "--save_dir", ppo_dir, "--config", os.path.join(HERE, "ppo_demo.yaml"), "--device_target", "CPU",
+        "--num_iterations", str(sizes["ppo_iterations"]), "--seed", seed,
+    ]  # fmt: skip
+    timings["ppo"] = run_stage("ppo", ppo_cmd, logs)
 
     dpo_dir = os.path.join(out, "dpo") if run_dpo else None
     if run_dpo:
         timings["dpo"] = run_stage(
             "dpo",
-            [
-                py,
-                "-m",
-                "mindrlhf.train_dpo",
-                "--model_config",
-                os.path.join(sft_dir, "model.yaml"),
-                "--dataset",
-                os.path.join(data, "rm.mindrecord"),
-                "--save_dir",
-                dpo_dir,
-                "--config",
-                os.path.join(HERE, "dpo_demo.yaml"),
-                "--max_steps",
-                str(sizes["dpo_steps"]),
-                "--seed",
-                seed,
-            ],
+            trainer_cmd("train_dpo", sft_yaml, "rm", dpo_dir, "dpo_demo.yaml", sizes["dpo_steps"]),
             logs,
         )
 

@@ -351,3 +351,19 @@ def run_tool(prog: str, body: Callable[[], int]) -> int:
     except MindRLHFError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USAGE_ERROR
+
+
+def resume_and_train(prog: str, trainer: Any, args, eval_key: str, eval_name: str) -> int:
+    """The RM and DPO commands' loop under `run_training`: `--resume`, train to `--stop_at_step`, then log the
+    steps, the final held-out metric `eval_key` (as `eval_name`) and where the model is."""
+
+    def fit() -> None:
+        if args.resume:
+            trainer.resume(args.resume)
+        metrics = trainer.train(stop_at_step=args.stop_at_step)
+        logger.info(
+            "done: %d steps, held-out %s %.4f; model: %s", trainer.step, eval_name,
+            metrics.get(eval_key, float("nan")), os.path.join(args.save_dir, "model.yaml"),
+        )  # fmt: skip
+
+    return run_training(prog, trainer, fit, args.save_dir)

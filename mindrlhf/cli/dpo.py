@@ -21,7 +21,6 @@ Every input is checked before anything is built; problems are reported together,
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import List, Optional
 
@@ -92,16 +91,7 @@ def train(args, dist, config, run, params, train_data, eval_data) -> int:
     )  # fmt: skip
     common.logger.info("policy and frozen reference initialised from %s", run.checkpoint_path)
 
-    def fit() -> None:
-        if args.resume:
-            trainer.resume(args.resume)
-        metrics = trainer.train(stop_at_step=args.stop_at_step)
-        common.logger.info(
-            "done: %d steps, held-out rewards/accuracies %.4f; model: %s", trainer.step,
-            metrics.get("eval/rewards/accuracies", float("nan")), os.path.join(args.save_dir, "model.yaml"),
-        )  # fmt: skip
-
-    return common.run_training(PROG, trainer, fit, args.save_dir)
+    return common.resume_and_train(PROG, trainer, args, "eval/rewards/accuracies", "rewards/accuracies")
 
 
 if __name__ == "__main__":

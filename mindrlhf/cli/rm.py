@@ -18,7 +18,6 @@ takes (the critic is initialised from it too). One process only. Bad inputs: one
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import List, Optional
 
@@ -88,16 +87,7 @@ def train(args, dist, config, run, params, train_data, eval_data) -> int:
         loss_scale=run.section("runner_wrapper.scale_sense", {}),
     )
 
-    def fit() -> None:
-        if args.resume:
-            trainer.resume(args.resume)
-        metrics = trainer.train(stop_at_step=args.stop_at_step)
-        common.logger.info(
-            "done: %d steps, held-out accuracy %.4f; model: %s", trainer.step,
-            metrics.get("eval/accuracy", float("nan")), os.path.join(args.save_dir, "model.yaml"),
-        )  # fmt: skip
-
-    return common.run_training(PROG, trainer, fit, args.save_dir)
+    return common.resume_and_train(PROG, trainer, args, "eval/accuracy", "accuracy")
 
 
 if __name__ == "__main__":

@@ -53,11 +53,16 @@ class GenerationOutput:
 
 
 class _Prefill(nn.Cell):
-    """Prompt `[B, P]` into cache slots [0, P) and choose token 0 from the last position's logits."""
+    """Prompt `[B, P]` into cache slots [0, P) of `cache` and choose token 0 from the last position's logits.
 
-    def __init__(self, model, cache, sampler):
+    group G > 1 (num_return_sequences): `cache` has the B prompt rows; its keys/values are then copied into the
+    `[B*G]` `decode_cache` (each prompt's rows contiguous) and token 0 is chosen per output row from the repeated
+    logits: the same tokens as a prefill of the repeated prompts, at 1/G of the prompt arithmetic."""
+
+    def __init__(self, model, cache, sampler, group: int = 1, decode_cache=None):
         super().__init__(auto_prefix=False)  # keep the model's parameter names
         self.model, self.cache, self.sampler = model, cache, sampler
+        self.group, self.decode_cache = group, decode_cache
 
     @ms.jit
     def construct(self, input_ids, key_mask, temperature, top_p, uniforms, eos):
@@ -65,32 +70,12 @@ class _Prefill(nn.Cell):
         hidden = self.model.model(input_ids, key_mask, None, self.cache.k, self.cache.v, slot)  # (B, P, H)
         logits = self.model.lm_head(hidden[:, -1:]).astype(ms.float32)  # (B, 1, V)
         logits = logits.reshape(logits.shape[0], -1)  # (B, V); a [:, 0] slice here cost ~6 ms (StridedSlice)
-        tokens, logprobs = self.sampler(logits, temperature, top_p, uniforms[0])
-        done = tokens == eos
-        return tokens, logprobs, done, ops.all(done)
-
-
-class _GroupPrefill(nn.Cell):
-    """num_return_sequences G > 1: prompt `[B, P]` into the `[B]` prefill cache once, its keys/values copied into
-    the `[B*G]` decode cache (each prompt's rows contiguous), token 0 chosen per output row from the repeated
-    last-position logits. Same tokens as `_Prefill` on the repeated prompts, at 1/G of the prompt arithmetic."""
-
-    def __init__(self, model, prompt_cache, cache, sampler, group: int):
-        super().__init__(auto_prefix=False)
-        self.model, self.prompt_cache, self.cache, self.sampler = model, prompt_cache, cache, sampler
-        self.group = group
-
-    @ms.jit
-    def construct(self, input_ids, key_mask, temperature, top_p, uniforms, eos):
-        slot = ops.zeros((), ms.int32)
-        pc = self.prompt_cache
-        hidden = self.model.model(input_ids, key_mask, None, pc.k, pc.v, slot)  # (B, P, H)
-        logits = self.model.lm_head(hidden[:, -1:]).astype(ms.float32)  # (B, 1, V)
-        logits = repeat_groups(logits.reshape(logits.shape[0], -1), self.group)  # (B*G, V)
-        # (B, nkv, S, hd) -> (B*G, nkv, S, hd); the slots >= P hold stale values, masked until decode writes them
-        for i in range(len(pc.k)):
-            ops.assign(self.cache.k[i], repeat_groups(pc.k[i], self.group))
-            ops.assign(self.cache.v[i], repeat_groups(pc.v[i], self.group))
+        if self.group > 1:  # a graph constant
+            logits = repeat_groups(logits, self.group)  # (B*G, V)
+            # (B, nkv, S, hd) -> (B*G, nkv, S, hd); slots >= P hold stale values, masked until decode writes them
+            for i in range(len(self.cache.k)):
+                ops.assign(self.decode_cache.k[i], repeat_groups(self.cache.k[i], self.group))
+                ops.assign(self.decode_cache.v[i], repeat_groups(self.cache.v[i], self.group))
         tokens, logprobs = self.sampler(logits, temperature, top_p, uniforms[0])
         done = tokens == eos
         return tokens, logprobs, done, ops.all(done)
@@ -127,7 +112,7 @@ class _Runner:
     def __init__(self, model, cache, spec: SamplingSpec, prompt_len: int, prompt_cache=None, group: int = 1):
         sampler = TokenSampler(spec, model.config.vocab_size)
         if group > 1:
-            self.prefill = _GroupPrefill(model, prompt_cache, cache, sampler, group)
+            self.prefill = _Prefill(model, prompt_cache, sampler, group, decode_cache=cache)
         else:
             self.prefill = _Prefill(model, cache, sampler)
         self.decode = _Decode(model, cache, sampler, prompt_len)
@@ -343,7 +328,7 @@ def generate(
     response_logprobs = np.where(response_mask > 0, response_logprobs, 0.0).astype(np.float32)
     logger.debug("generated %d x %d tokens: prefill %.3fs, decode %.3fs", batch, steps, prefill_s, decode_s)
     return GenerationOutput(
-        sequences=np.concatenate([np.repeat(ids, group, 0) if group > 1 else ids, response], 1),
+        sequences=np.concatenate([np.repeat(ids, group, 0), response], 1),
         response_mask=response_mask,
         logprobs=response_logprobs,
         num_steps=steps,

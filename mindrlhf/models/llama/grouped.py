@@ -22,41 +22,11 @@ from __future__ import annotations
 import mindspore as ms
 from mindspore import ops
 
-from mindrlhf.models.llama.rope import apply_rope
-
 
 def repeat_groups(x, g: int):
     """`[Bg, ...]` -> `[Bg * G, ...]`, each group's entry G times in a row (`np.repeat(x, G, 0)`)."""
     shape = x.shape
     return ops.broadcast_to(x.expand_dims(1), (shape[0], g) + shape[1:]).reshape((shape[0] * g,) + shape[1:])
-
-
-def _kv(attn, x, rope):
-    """k and v `[b, nkv, t, hd]` of `LlamaAttention` `attn` (RoPE applied to k), as its construct computes them."""
-    bsz, t, _ = x.shape
-    k = attn.wk(x).reshape(bsz, t, attn.n_kv_heads, attn.head_dim).transpose(0, 2, 1, 3)
-    v = attn.wv(x).reshape(bsz, t, attn.n_kv_heads, attn.head_dim).transpose(0, 2, 1, 3)
-    return apply_rope(k, rope), v
-
-
-def _q(attn, x, rope):
-    """q `[b, nh, t, hd]` (RoPE applied)."""
-    bsz, t, _ = x.shape
-    return apply_rope(attn.wq(x).reshape(bsz, t, attn.n_heads, attn.head_dim).transpose(0, 2, 1, 3), rope)
-
-
-def _attn_out(attn, q, k, v, mask_bias):
-    """wo(softmax(q k^T / sqrt(hd) + mask_bias) v): `[b, t, H]`."""
-    bsz, _, t, _ = q.shape
-    out = attn.core(q, k, v, mask_bias).transpose(0, 2, 1, 3).reshape(bsz, t, attn.n_heads * attn.head_dim)
-    return attn.wo(out)
-
-
-def _mask_bias(allowed, num_heads: int, mask_value: float):
-    """Additive bias `[b, nh, t, s]` from a boolean `[b, 1, t, s]` (the plain forward's construction)."""
-    bias = ops.select(allowed, ops.zeros((), ms.float32), ops.full((), mask_value, dtype=ms.float32))
-    b, _, t, s = allowed.shape
-    return ops.broadcast_to(bias, (b, num_heads, t, s))
 
 
 def grouped_response_hidden(model, sequences, attention_mask, prompt_length: int, group_size: int):
@@ -78,14 +48,14 @@ def grouped_response_hidden(model, sequences, attention_mask, prompt_length: int
     slots_p = ops.arange(0, pp, dtype=ms.int32)
     causal_p = slots_p.reshape(1, 1, 1, pp) <= slots_p.reshape(1, 1, pp, 1)
     allowed_p = ops.logical_and(causal_p, prompt_mask.reshape(bg, 1, 1, pp) > 0)  # (Bg, 1, P', P')
-    bias_p = _mask_bias(allowed_p, model.num_heads, model.mask_value)
+    bias_p = model.mask_bias(allowed_p)
     rope_p = model.rotary(ops.gather(positions[:, :pp], first, 0))
     # response part: queries at slots P' .. T-2, keys at every slot 0 .. T-2 (the group's prompt, then its own)
     slots = ops.arange(0, t - 1, dtype=ms.int32)
     q_slots = ops.arange(pp, t - 1, dtype=ms.int32)
     causal = slots.reshape(1, 1, 1, t - 1) <= q_slots.reshape(1, 1, n, 1)
     allowed = ops.logical_and(causal, key_mask.reshape(bsz, 1, 1, t - 1) > 0)  # (B, 1, N, T-1)
-    bias_r = _mask_bias(allowed, model.num_heads, model.mask_value)
+    bias_r = model.mask_bias(allowed)
     rope_r = model.rotary(positions[:, pp:])
     xp = model.tok_embeddings(prompt_ids).astype(model.compute_dtype)  # (Bg, P', H)
     xr = model.tok_embeddings(sequences[:, pp : t - 1]).astype(model.compute_dtype)  # (B, N, H)
@@ -93,13 +63,13 @@ def grouped_response_hidden(model, sequences, attention_mask, prompt_length: int
         layer = model.layers[i]
         attn = layer.attention
         hp, hr = layer.attention_norm(xp), layer.attention_norm(xr)
-        kp, vp = _kv(attn, hp, rope_p)  # (Bg, nkv, P', hd)
-        kr, vr = _kv(attn, hr, rope_r)  # (B, nkv, N, hd)
+        kp, vp = attn.key_value(hp, rope_p)  # (Bg, nkv, P', hd)
+        kr, vr = attn.key_value(hr, rope_r)  # (B, nkv, N, hd)
         k = ops.cat((repeat_groups(kp, g), kr), 2)  # (B, nkv, T-1, hd)
         v = ops.cat((repeat_groups(vp, g), vr), 2)
-        xr = xr + _attn_out(attn, _q(attn, hr, rope_r), k, v, bias_r)
+        xr = xr + attn.output(attn.query(hr, rope_r), k, v, bias_r)
         xr = xr + layer.feed_forward(layer.ffn_norm(xr))
         if i < model.num_layers - 1:  # the last layer's prompt states feed nothing: only its keys/values
-            xp = xp + _attn_out(attn, _q(attn, hp, rope_p), kp, vp, bias_p)
+            xp = xp + attn.output(attn.query(hp, rope_p), kp, vp, bias_p)
             xp = xp + layer.feed_forward(layer.ffn_norm(xp))
     return model.norm_out(xr)

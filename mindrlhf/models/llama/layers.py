@@ -152,14 +152,28 @@ class LlamaAttention(nn.Cell):
         )  # fmt: skip
         self.scatter = ops.ScatterNdUpdate()
 
-    def construct(self, x, rope, mask_bias, k_cache=None, v_cache=None, cache_index=None):
+    def query(self, x, rope):
+        """q `[B, nh, T, hd]` with RoPE applied."""
         bsz, t, _ = x.shape
-        q = self.wq(x).reshape(bsz, t, self.n_heads, self.head_dim).transpose(0, 2, 1, 3)  # (B, nh, T, hd)
-        k = (
-            self.wk(x).reshape(bsz, t, self.n_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
-        )  # (B, nkv, T, hd)
+        q = self.wq(x).reshape(bsz, t, self.n_heads, self.head_dim).transpose(0, 2, 1, 3)
+        return apply_rope(q, rope)
+
+    def key_value(self, x, rope):
+        """(k with RoPE applied, v), each `[B, nkv, T, hd]`."""
+        bsz, t, _ = x.shape
+        k = self.wk(x).reshape(bsz, t, self.n_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
         v = self.wv(x).reshape(bsz, t, self.n_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
-        q, k = apply_rope(q, rope), apply_rope(k, rope)
+        return apply_rope(k, rope), v
+
+    def output(self, q, k, v, mask_bias):
+        """wo(softmax(q k^T / sqrt(hd) + mask_bias) v): q `[B, nh, T, hd]`, k/v `[B, nkv, S, hd]` -> `[B, T, H]`."""
+        bsz, _, t, _ = q.shape
+        out = self.core(q, k, v, mask_bias)  # (B, nh, T, hd)
+        return self.wo(out.transpose(0, 2, 1, 3).reshape(bsz, t, self.n_heads * self.head_dim))
+
+    def construct(self, x, rope, mask_bias, k_cache=None, v_cache=None, cache_index=None):
+        q = self.query(x, rope)  # (B, nh, T, hd)
+        k, v = self.key_value(x, rope)  # (B, nkv, T, hd)
         if k_cache is not None:
             # cache_index: (B, nkv, T, 3) int32 of (b, head, slot); written into the Parameter in place (the CPU
             # kernel still copies the whole cache internally each call: docs/benchmarks.md, "Generation").
@@ -167,9 +181,7 @@ class LlamaAttention(nn.Cell):
                 self.compute_dtype
             )  # (B, nkv, S, hd)
             v = self.scatter(v_cache, cache_index, v.astype(v_cache.dtype)).astype(self.compute_dtype)
-        out = self.core(q, k, v, mask_bias)  # (B, nh, T, hd)
-        out = out.transpose(0, 2, 1, 3).reshape(bsz, t, self.n_heads * self.head_dim)
-        return self.wo(out)
+        return self.output(q, k, v, mask_bias)
 
 
 class CoreAttention(nn.Cell):

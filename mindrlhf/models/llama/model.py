@@ -161,12 +161,7 @@ class LlamaModel(nn.Cell):
         k_slots = ops.arange(0, s, dtype=ms.int32)
         causal = k_slots.reshape(1, 1, 1, s) <= q_slots.reshape(1, 1, t, 1)  # (1, 1, T, S)
         allowed = ops.logical_and(causal, key_mask.reshape(bsz, 1, 1, s) > 0)  # (B, 1, T, S)
-        mask_bias = ops.select(
-            allowed, ops.zeros((), ms.float32), ops.full((), self.mask_value, dtype=ms.float32)
-        )
-        # Broadcast once here, not in each layer's `scores + mask_bias`: MindSpore's CPU broadcasting Add keeps
-        # ~4x its output as a workspace per kernel (docs/benchmarks.md), a same-shape Add does not.
-        mask_bias = ops.broadcast_to(mask_bias, (bsz, self.num_heads, t, s))  # (B, nh, T, S)
+        mask_bias = self.mask_bias(allowed)  # (B, nh, T, S)
         rope = self.rotary(position_ids)  # (cos, sin) or, for one new token, (rotation matrices,)
         cache_index = None
         if use_cache:
@@ -189,6 +184,15 @@ class LlamaModel(nn.Cell):
                 h = self.layers[i](h, rope, mask_bias)
         return self.norm_out(h)
 
+    def mask_bias(self, allowed):
+        """Additive attention bias `[B, nh, T, S]` (0 where `allowed [B, 1, T, S]`, else the mask value).
+
+        Broadcast once here, not in each layer's `scores + mask_bias`: MindSpore's CPU broadcasting Add keeps ~4x
+        its output as a workspace per kernel (docs/benchmarks.md), a same-shape Add does not."""
+        bias = ops.select(allowed, ops.zeros((), ms.float32), ops.full((), self.mask_value, dtype=ms.float32))
+        b, _, t, s = allowed.shape
+        return ops.broadcast_to(bias, (b, self.num_heads, t, s))
+
     def grouped_forward_supported(self) -> bool:
         """Whether `response_hidden` may share prompts: not with recompute configured (the recompute marks are on
         the plain path's cells and calls) and not in semi/auto parallel (the shard strategies describe the plain
@@ -200,14 +204,12 @@ class LlamaModel(nn.Cell):
             ms.ParallelMode.AUTO_PARALLEL,
         )
 
-    def response_hidden(self, sequences, attention_mask, prompt_length: int, group_size: int = 1):
+    def response_hidden(self, sequences, attention_mask, prompt_length: int, group_size: int):
         """Hidden states `[B, N, H]` that predict the N response tokens of `sequences [B, P+N]` (positions
-        P-1 .. P+N-2, after norm_out). group_size G > 1: rows come in contiguous groups of G identical prompts and
-        each prompt is computed once per group (`grouped.py`; same values to float32 rounding). The caller
-        checks `grouped_forward_supported()` and the groups; G == 1 is the plain forward and a slice."""
-        if group_size > 1:
-            return grouped_response_hidden(self, sequences, attention_mask, prompt_length, group_size)
-        return self.construct(sequences, attention_mask)[:, prompt_length - 1 : -1]
+        P-1 .. P+N-2, after norm_out), rows in contiguous groups of `group_size` identical prompts, each prompt
+        computed once per group (`grouped.py`; the plain forward's values to float32 rounding). The caller checks
+        `grouped_forward_supported()` and the groups; the plain path is `construct` and a slice."""
+        return grouped_response_hidden(self, sequences, attention_mask, prompt_length, group_size)
 
 
 class LlamaForCausalLM(nn.Cell):
